@@ -1,0 +1,99 @@
+#include "memory/guest_memory.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <string>
+
+#include "util/error.h"
+#include "x86/layout.h"
+
+namespace rz::memory {
+
+GuestMemory GuestMemory::create_x86(uint64_t ram_bytes) {
+  if (ram_bytes == 0) throw UsageError("memory size must be greater than 0");
+  const uint64_t low = std::min(ram_bytes, x86::kMmioHoleStart);
+  std::vector<std::pair<uint64_t, uint64_t>> layout{{0, low}};
+  if (ram_bytes > low) layout.emplace_back(x86::kRamAbove4gStart, ram_bytes - low);
+  return create(layout);
+}
+
+GuestMemory GuestMemory::create(const std::vector<std::pair<uint64_t, uint64_t>>& layout) {
+  GuestMemory mem;
+  for (const auto& [gpa, size] : layout) {
+    if (size == 0 || gpa + size < gpa) throw Error("guest memory: invalid region");
+    // MAP_NORESERVE: guest RAM is committed as the guest touches it, so an
+    // idle VM costs only what it uses.
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      throw UsageError(errno_message(
+          "cannot map " + std::to_string(size >> 20) + " MiB of guest memory", err));
+    }
+    madvise(p, size, MADV_MERGEABLE);
+    mem.regions_.push_back(Region{gpa, size, static_cast<uint8_t*>(p)});
+  }
+  return mem;
+}
+
+GuestMemory::GuestMemory(GuestMemory&& o) noexcept : regions_(std::move(o.regions_)) {
+  o.regions_.clear();
+}
+
+GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
+  if (this != &o) {
+    unmap_all();
+    regions_ = std::move(o.regions_);
+    o.regions_.clear();
+  }
+  return *this;
+}
+
+GuestMemory::~GuestMemory() { unmap_all(); }
+
+void GuestMemory::unmap_all() {
+  for (auto& r : regions_) munmap(r.host, r.size);
+  regions_.clear();
+}
+
+uint64_t GuestMemory::total_size() const {
+  uint64_t t = 0;
+  for (const auto& r : regions_) t += r.size;
+  return t;
+}
+
+uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
+  for (const auto& r : regions_) {
+    if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+      const uint64_t off = gpa - r.gpa;
+      if (len > r.size - off) return nullptr;
+      return r.host + off;
+    }
+  }
+  return nullptr;
+}
+
+std::optional<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const {
+  uint8_t* p = host_ptr(gpa, len);
+  if (!p) return std::nullopt;
+  return std::span<uint8_t>(p, len);
+}
+
+bool GuestMemory::read(uint64_t gpa, void* dst, uint64_t len) const {
+  if (len == 0) return true;
+  const uint8_t* p = host_ptr(gpa, len);
+  if (!p) return false;
+  std::memcpy(dst, p, len);
+  return true;
+}
+
+bool GuestMemory::write(uint64_t gpa, const void* src, uint64_t len) const {
+  if (len == 0) return true;
+  uint8_t* p = host_ptr(gpa, len);
+  if (!p) return false;
+  std::memcpy(p, src, len);
+  return true;
+}
+
+}  // namespace rz::memory
