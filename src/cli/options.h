@@ -1,0 +1,40 @@
+// The command line: parsing is pure (testable) and reports problems as
+// rz::UsageError with one line naming the offending flag or value.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rz::cli {
+
+enum class Command { Help, Version, Run, Doctor };
+
+struct RunOptions {
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+  uint32_t cpus = 1;
+  uint64_t memory = 512ULL << 20;
+  std::string log_level;
+};
+
+struct Options {
+  Command command = Command::Help;
+  std::string help_topic;  // "", "run" or "doctor"
+  RunOptions run;
+};
+
+Options parse(const std::vector<std::string>& args);  // args exclude argv[0]
+
+// "512", "512M", "512MiB", "2G", "2GiB" (case-insensitive); a bare number is
+// MiB. Throws UsageError naming `flag` for malformed or zero sizes.
+uint64_t parse_memory_size(const std::string& s, const std::string& flag = "--memory");
+uint32_t parse_u32(const std::string& s, const std::string& flag);
+
+std::string usage_text();
+std::string run_help_text();
+std::string doctor_help_text();
+
+}  // namespace rz::cli
