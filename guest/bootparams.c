@@ -109,6 +109,17 @@ int e820_contains(const struct ctx* c, uint64_t addr, uint64_t len) {
   return 0;
 }
 
+uint64_t e820_entry_end(const struct ctx* c, uint64_t addr) {
+  if (!c->zp) return 0;
+  unsigned n = e820_count(c->zp);
+  for (unsigned i = 0; i < n; i++) {
+    struct e820_entry e = e820_get(c->zp, i);
+    if (e.addr + e.size < e.addr) continue;
+    if (addr >= e.addr && addr < e.addr + e.size) return e.addr + e.size;
+  }
+  return 0;
+}
+
 void check_e820(struct ctx* c) {
   const char* w = "e820";
   if (!c->zp) {

@@ -12,19 +12,23 @@ void cmdline_find(struct ctx* c) {
   c->cmdline_addr = addr;
   uint64_t max = ld32(c->zp + ZP_CMDLINE_SIZE);
   if (max == 0 || max > RZT_CMDLINE_SIZE) max = RZT_CMDLINE_SIZE;
-  /* Untrusted pointer: only follow it inside the identity map, below the
-   * MMIO hole. */
-  if (addr == 0 || addr + max + 1 > 3 * GIB) {
+  /* Untrusted pointer: only follow it inside memory the E820 map
+   * describes, below the MMIO hole, and never past the end of that entry. */
+  uint64_t end = addr < 3 * GIB ? e820_entry_end(c, addr) : 0;
+  if (addr == 0 || end == 0) {
     say("cmdline: (unusable pointer 0x%lx)", (unsigned long)addr);
     return;
   }
+  if (end > 3 * GIB) end = 3 * GIB;
+  uint64_t limit = max + 1; /* bytes we may look at, NUL included */
+  if (limit > end - addr) limit = end - addr;
   const volatile uint8_t* p = phys(addr);
   uint32_t n = 0;
-  while (n <= max && p[n] != 0) {
+  while (n < limit && p[n] != 0) {
     if (n < RZT_CMDLINE_SIZE) c->cmdline[n] = (char)p[n];
     n++;
   }
-  c->cmdline_found = n <= max;
+  c->cmdline_found = n < limit;
   if (n > RZT_CMDLINE_SIZE) n = RZT_CMDLINE_SIZE;
   c->cmdline[n] = '\0';
   c->cmdline_len = n;

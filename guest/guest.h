@@ -101,6 +101,8 @@ void check_e820(struct ctx* c);
 int e820_overlaps_ram(const struct ctx* c, uint64_t addr, uint64_t len);
 /* 1 if [addr, addr+len) lies inside one E820 entry of any type. */
 int e820_contains(const struct ctx* c, uint64_t addr, uint64_t len);
+/* End of the E820 entry (any type) holding addr, 0 if none does. */
+uint64_t e820_entry_end(const struct ctx* c, uint64_t addr);
 
 /* --- acpi.c -------------------------------------------------------------- */
 void check_acpi(struct ctx* c);
