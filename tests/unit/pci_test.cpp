@@ -2,6 +2,7 @@
 // Bus range removal that BAR remapping relies on.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
