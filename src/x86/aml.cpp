@@ -25,15 +25,16 @@ void put(Bytes& out, uint64_t value, int size) {
   for (int i = 0; i < size; ++i) out.push_back(static_cast<uint8_t>(value >> (8 * i)));
 }
 
-Bytes op_with_pkg(std::initializer_list<uint8_t> op, const Bytes& body) {
+// `op`, then `head` and `tail` under one PkgLength.
+Bytes op_with_pkg(std::initializer_list<uint8_t> op, const Bytes& head, const TermList& tail = {}) {
+  Bytes body;
+  size_t size = head.size();
+  for (const Bytes& t : tail) size += t.size();
+  body.reserve(size);
+  append(body, head);
+  for (const Bytes& t : tail) append(body, t);
   Bytes out(op);
   append(out, with_pkg_length(body));
-  return out;
-}
-
-Bytes concat(const TermList& terms) {
-  Bytes out;
-  for (const Bytes& t : terms) append(out, t);
   return out;
 }
 
@@ -56,7 +57,9 @@ Bytes with_pkg_length(const Bytes& body) {
   static constexpr uint32_t kMax[] = {0x3f, 0xfff, 0xfffff, 0xfffffff};
   for (uint32_t n = 1; n <= 4; ++n) {
     if (body.size() + n <= kMax[n - 1]) {
-      Bytes out = pkg_length(static_cast<uint32_t>(body.size() + n));
+      Bytes out;
+      out.reserve(body.size() + n);
+      append(out, pkg_length(static_cast<uint32_t>(body.size() + n)));
       append(out, body);
       return out;
     }
@@ -106,6 +109,7 @@ Bytes integer(uint64_t value) {
   if (value == 1) return {kOneOp};
   if (value == ~uint64_t{0}) return {kOnesOp};
   Bytes out;
+  out.reserve(9);
   if (value <= 0xff) {
     out.push_back(kBytePrefix), put(out, value, 1);
   } else if (value <= 0xffff) {
@@ -158,23 +162,18 @@ Bytes name(std::string_view n, const Bytes& object) {
 }
 
 Bytes scope(std::string_view path, const TermList& terms) {
-  Bytes body = name_string(path);
-  append(body, concat(terms));
-  return op_with_pkg({kScopeOp}, body);
+  return op_with_pkg({kScopeOp}, name_string(path), terms);
 }
 
 Bytes device(std::string_view n, const TermList& terms) {
-  Bytes body = name_string(n);
-  append(body, concat(terms));
-  return op_with_pkg({kExtOpPrefix, kDeviceOp}, body);
+  return op_with_pkg({kExtOpPrefix, kDeviceOp}, name_string(n), terms);
 }
 
 Bytes method(std::string_view n, uint8_t arg_count, bool serialized, const TermList& terms) {
   if (arg_count > 7) fail("a method takes at most 7 arguments");
-  Bytes body = name_string(n);
-  body.push_back(static_cast<uint8_t>(arg_count | (serialized ? 1 << 3 : 0)));  // SyncLevel 0
-  append(body, concat(terms));
-  return op_with_pkg({kMethodOp}, body);
+  Bytes head = name_string(n);
+  head.push_back(static_cast<uint8_t>(arg_count | (serialized ? 1 << 3 : 0)));  // SyncLevel 0
+  return op_with_pkg({kMethodOp}, head, terms);
 }
 
 Bytes return_(const Bytes& value) {
@@ -185,15 +184,11 @@ Bytes return_(const Bytes& value) {
 
 Bytes package(const TermList& elements) {
   if (elements.size() > 255) fail("a Package holds at most 255 elements");
-  Bytes body{static_cast<uint8_t>(elements.size())};
-  append(body, concat(elements));
-  return op_with_pkg({kPackageOp}, body);
+  return op_with_pkg({kPackageOp}, {static_cast<uint8_t>(elements.size())}, elements);
 }
 
 Bytes buffer(const Bytes& data) {
-  Bytes body = integer(data.size());
-  append(body, data);
-  return op_with_pkg({kBufferOp}, body);
+  return op_with_pkg({kBufferOp}, integer(data.size()), {data});
 }
 
 // --- Resource descriptors (ACPI 6.4.2 small, 6.4.3 large) ------------------
