@@ -112,7 +112,7 @@ struct Machine::VcpuThread {
 };
 
 Machine::Machine(const MachineConfig& cfg, const HostKvm& host)
-    : cfg_(cfg), host_(host), sys_(), vm_(sys_.create_vm()) {
+    : cfg_(cfg), host_(host), sys_(), vm_(sys_.create_vm()), gsi_routing_(vm_) {
   sys_.require_capabilities();
   const int max = sys_.max_vcpus();
   if (cfg_.cpus == 0 || cfg_.cpus > static_cast<uint32_t>(max) || cfg_.cpus > 254)
@@ -128,6 +128,7 @@ Machine::Machine(const MachineConfig& cfg, const HostKvm& host)
   vm_.set_identity_map_addr(0xfeffc000);
   vm_.set_tss_addr(0xfeffd000);
   vm_.create_irqchip();
+  gsi_routing_.commit();  // the PIT's IRQ 0 on IOAPIC pin 2, as the MADT says
   vm_.create_pit2();
 
   mem_ = memory::GuestMemory::create_x86(cfg_.memory);

@@ -14,6 +14,7 @@
 #include "devices/bus.h"
 #include "kvm/kvm.h"
 #include "memory/guest_memory.h"
+#include "vmm/gsi_routing.h"
 #include "vmm/host_check.h"
 
 namespace rz::devices {
@@ -73,6 +74,7 @@ class Machine {
   kvm::System sys_;
   kvm::Vm vm_;
   memory::GuestMemory mem_;
+  GsiRouting gsi_routing_;
   devices::Bus pio_;
   devices::Bus mmio_;
   std::shared_ptr<devices::Uart16550> uart_;
