@@ -172,6 +172,24 @@ TEST_F(VirtqueueTest, AreasSpanningTwoRegionsAreInvalid) {
   EXPECT_FALSE(q.is_valid(two));
 }
 
+TEST_F(VirtqueueTest, WorksOnMisalignedHostMapping) {
+  // A region starting at an odd guest address: spec-aligned ring fields sit
+  // at odd host addresses, which the 16-bit accessors must still handle.
+  GuestMemory odd = GuestMemory::create({{1, kMemSize}});
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(odd.host_ptr(kAvailGpa, 2)) % 2, 1u);
+  Driver d(odd, 16);
+  q.set_event_idx(true);
+  d.desc(0, kDataGpa, 8, W);
+  d.push(0);
+  auto c = q.pop(odd);
+  ASSERT_TRUE(c && c->ok());
+  EXPECT_FALSE(q.pop(odd));
+  EXPECT_EQ(d.avail_event(), 1);
+  ASSERT_TRUE(q.add_used(odd, c->head(), 8));
+  EXPECT_EQ(d.used_idx(), 1);
+  EXPECT_TRUE(q.needs_notification(odd));
+}
+
 TEST_F(VirtqueueTest, ResetRestoresInitialState) {
   q.set_features(~uint64_t{0});
   drv.desc(0, kDataGpa, 8);
