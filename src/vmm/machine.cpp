@@ -53,23 +53,6 @@ class KvmIrqLine : public devices::IrqLine {
   uint32_t gsi_;
 };
 
-void write_all(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      if (errno == EAGAIN) {
-        pollfd pfd{fd, POLLOUT, 0};
-        ::poll(&pfd, 1, 100);
-        continue;
-      }
-      return;  // output closed: the guest keeps running, output is dropped
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 std::string hex(uint64_t v, int width = 16) {
   char s[32];
   std::snprintf(s, sizeof s, "%0*llx", width, static_cast<unsigned long long>(v));
@@ -112,7 +95,12 @@ struct Machine::VcpuThread {
 };
 
 Machine::Machine(const MachineConfig& cfg, const HostKvm& host)
-    : cfg_(cfg), host_(host), sys_(), vm_(sys_.create_vm()), gsi_routing_(vm_) {
+    : cfg_(cfg),
+      host_(host),
+      sys_(),
+      vm_(sys_.create_vm()),
+      gsi_routing_(vm_),
+      console_out_(cfg.console_out_fd) {
   sys_.require_capabilities();
   const int max = sys_.max_vcpus();
   if (cfg_.cpus == 0 || cfg_.cpus > static_cast<uint32_t>(max) || cfg_.cpus > 254)
@@ -141,6 +129,7 @@ Machine::Machine(const MachineConfig& cfg, const HostKvm& host)
 
 Machine::~Machine() {
   stopping_.store(true);
+  console_out_.close();
   kick_vcpus();
   for (auto& t : vcpus_)
     if (t->thread.joinable()) t->thread.join();
@@ -161,10 +150,9 @@ void Machine::setup_devices() {
         break;
     }
   };
-  const int out_fd = cfg_.console_out_fd;
   uart_ = std::make_shared<devices::Uart16550>(
       std::make_shared<KvmIrqLine>(vm_, kCom1Irq),
-      [out_fd](std::span<const uint8_t> b) { write_all(out_fd, b.data(), b.size()); },
+      [this](std::span<const uint8_t> b) { console_out_.append(b); },
       [this] {
         uint64_t one = 1;
         ssize_t r = ::write(input_event_.get(), &one, sizeof one);
@@ -415,15 +403,17 @@ ExitStatus Machine::run(int signal_fd) {
   std::vector<uint8_t> pending;  // console input the UART has not taken yet
   bool in_open = in_fd >= 0;
   while (true) {
-    pollfd fds[4];
+    pollfd fds[5];
     nfds_t n = 0;
     fds[n++] = {exit_event_.get(), POLLIN, 0};
     fds[n++] = {signal_fd, POLLIN, 0};
     fds[n++] = {input_event_.get(), POLLIN, 0};
+    fds[n++] = {console_out_.event_fd(), POLLIN, 0};
     const bool want_input = in_open && pending.empty();
     if (want_input) fds[n++] = {in_fd, POLLIN, 0};
     const int r = ::poll(fds, n, pending.empty() ? -1 : 50);
     if (r < 0 && errno != EINTR) throw Error(errno_message("poll", errno));
+    if (fds[3].revents) console_out_.flush();
     if (fds[0].revents) break;
     if (signal_fd >= 0 && (fds[1].revents & POLLIN)) {
       signalfd_siginfo si{};
@@ -440,7 +430,7 @@ ExitStatus Machine::run(int signal_fd) {
       ssize_t rr = ::read(input_event_.get(), &v, sizeof v);
       (void)rr;
     }
-    if (want_input && n > 3 && fds[3].revents) {
+    if (want_input && n > 4 && fds[4].revents) {
       uint8_t buf[256];
       const ssize_t got = ::read(in_fd, buf, sizeof buf);
       if (got > 0)
@@ -455,9 +445,11 @@ ExitStatus Machine::run(int signal_fd) {
   }
 
   stopping_.store(true);
+  console_out_.close();  // a vCPU blocked on a full console buffer must not hang the exit
   kick_vcpus();
   for (auto& t : vcpus_)
     if (t->thread.joinable()) t->thread.join();
+  console_out_.flush();  // everything the guest printed, before the exit line
   std::lock_guard<std::mutex> lk(exit_mu_);
   return exit_status_;
 }

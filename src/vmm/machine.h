@@ -14,6 +14,7 @@
 #include "devices/bus.h"
 #include "kvm/kvm.h"
 #include "memory/guest_memory.h"
+#include "vmm/console_output.h"
 #include "vmm/gsi_routing.h"
 #include "vmm/host_check.h"
 
@@ -77,6 +78,7 @@ class Machine {
   GsiRouting gsi_routing_;
   devices::Bus pio_;
   devices::Bus mmio_;
+  ConsoleOutput console_out_;
   std::shared_ptr<devices::Uart16550> uart_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
 
