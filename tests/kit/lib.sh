@@ -82,8 +82,7 @@ rz_kernel_pkg() {
     fi
   fi
   line=$(_rz_kernel_pkg_query "$1") || return 1
-  mkdir -p "$(rz_cache_dir)"
-  echo "$stamp $line" >"$memo.$$" && mv "$memo.$$" "$memo"
+  { mkdir -p "$(rz_cache_dir)" && echo "$stamp $line" >"$memo.$$" && mv "$memo.$$" "$memo"; } 2>/dev/null
   echo "$line"
 }
 

@@ -33,6 +33,7 @@ rz_nested_host() {
   key=$( (cat "${BASH_SOURCE[0]}" "$rz_nested_dir/host-init" "$rz_nested_dir/../kit/lib.sh"; echo "$pkgver") |
     sha256sum | cut -c1-16)
   rz_host_dir="$cache/nested/$key"
+  touch "$rz_host_dir" 2>/dev/null
   if [ ! -f "$rz_host_dir/initrd.img" ] || [ ! -f "$rz_host_dir/kernel" ]; then
     rz_with_lock "$cache/nested/.lock" _rz_nested_build "$pkg" "$ver" "$rz_host_dir" || exit 125
   fi
@@ -43,12 +44,12 @@ _rz_nested_build() {
   # Another run may have built it while this one waited for the lock.
   [ -f "$out/initrd.img" ] && [ -f "$out/kernel" ] && return 0
   rz_require busybox-static cpio
-  local t0 deb work kver
+  local t0 deb kver
   t0=$(rz_now)
   rz_note "building the nested host from $pkg $ver into $out"
   deb=$(rz_fetch_deb "$pkg" "$ver") || exit 125
   work=$(mktemp -d "$(dirname "$out")/.build.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "$work"' EXIT  # runs in rz_with_lock's subshell
   dpkg -x "$deb" "$work/pkg" || rz_die "dpkg -x $deb failed"
   kver=$(ls -1 "$work/pkg/lib/modules" | head -n1)
   [ -n "$kver" ] && [ -f "$work/pkg/boot/vmlinuz-$kver" ] || rz_die "$deb holds no kernel"
@@ -69,5 +70,8 @@ _rz_nested_build() {
   rm -rf "$out"
   mkdir -p "$(dirname "$out")"
   mv "$work/out" "$out"
+  # Hosts built by other versions of these scripts, unused for two days.
+  find "$(dirname "$out")" -mindepth 1 -maxdepth 1 -type d -name '[0-9a-f]*' -mtime +1 \
+    -exec rm -rf {} + 2>/dev/null
   rz_note "nested host built in $(rz_elapsed "$t0") s"
 }
