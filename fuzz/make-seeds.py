@@ -55,6 +55,16 @@ def seeds():
     g.push(0)
     yield "simple", g
 
+    g = Guest()
+    g.desc(3, DATA, 5, NEXT, 6)
+    g.desc(6, DATA + 0x10, 7, NEXT, 1)
+    g.desc(1, DATA + 0x20, 9, NEXT, 2)
+    g.desc(2, DATA + 0x40, 6, WRITE | NEXT, 7)
+    g.desc(7, DATA + 0x50, 11, WRITE)
+    g.push(3)
+    g.rw_offset = (4 << 16) | 3  # 5-byte chunks from offset 3
+    yield "multi-buffer", g
+
     g = Guest(feat=EVENT_IDX | INDIRECT_DESC)
     g.desc(0, DATA, 12, NEXT, 2, table=TABLE)
     g.desc(1, DATA + 0x80, 1, WRITE, table=TABLE)
