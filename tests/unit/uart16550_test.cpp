@@ -142,6 +142,54 @@ TEST_F(UartTest, LoopbackReflectsMcrInMsr) {
   EXPECT_EQ(in(MSR), 0xb0 | 0x0b);
 }
 
+TEST_F(UartTest, LinuxAutoconfigSequence) {
+  // The checks of Linux's 8250 autoconfig(), in order, for a 16550A.
+  outb(IER, 0);
+  EXPECT_EQ(in(IER) & 0x0f, 0);
+  outb(IER, 0x0f);
+  EXPECT_EQ(in(IER) & 0x0f, 0x0f);
+  outb(IER, 0);
+  outb(MCR, 0x1a);  // loopback test
+  EXPECT_EQ(in(MSR) & 0xf0, 0x90);
+  outb(MCR, 0);
+  outb(LCR, 0xbf);  // EFR probe: offset 2 must not read 0 (no EFR)
+  EXPECT_NE(in(2), 0);
+  outb(LCR, 0);
+  outb(FCR, 0x01);
+  EXPECT_EQ(in(IIR) >> 6, 3) << "FIFO present: 16550A";
+  outb(LCR, 0xbf);
+  EXPECT_NE(in(2), 0);
+  outb(LCR, 0xe0);  // National SuperIO probe: EXCR1 must not track MCR.LOOP
+  const uint8_t excr1 = in(2);
+  outb(LCR, 0);
+  outb(MCR, 0x10);
+  outb(LCR, 0xe0);
+  EXPECT_EQ((in(2) ^ excr1) & 0x10, 0);
+  outb(LCR, 0);
+  outb(MCR, 0);
+  outb(IER, 0x40);  // XScale UUE bit must not stick
+  EXPECT_EQ(in(IER) & 0x40, 0);
+  outb(IER, 0);
+  // serial8250_do_startup: clear FIFOs, LSR sanity, THRE re-assert test.
+  outb(FCR, 0x07);
+  EXPECT_NE(in(LSR), 0xff);
+  outb(IER, 0x02);
+  const uint8_t iir1 = in(IIR);
+  outb(IER, 0);
+  outb(IER, 0x02);
+  const uint8_t iir2 = in(IIR);
+  outb(IER, 0);
+  EXPECT_EQ(iir1 & 0x01, 0);
+  EXPECT_EQ(iir2 & 0x01, 0) << "Linux would flag UART_BUG_THRE";
+  in(MSR);  // drop the deltas left by the loopback tests
+  outb(LCR, 0x03);
+  outb(MCR, 0x0b);  // DTR | RTS | OUT2
+  outb(IER, 0x02);
+  EXPECT_EQ(in(LSR) & 0x40, 0x40);
+  EXPECT_EQ(in(IIR) & 0x01, 0) << "Linux would flag UART_BUG_TXEN";
+  outb(IER, 0);
+}
+
 TEST_F(UartTest, TransmitGoesToSink) {
   for (uint8_t c : {'h', 'i', '\n'}) outb(THR, c);
   EXPECT_EQ(out, (std::vector<uint8_t>{'h', 'i', '\n'}));
