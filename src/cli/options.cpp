@@ -4,6 +4,9 @@
 #include <limits>
 
 #include "util/error.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
+#include "virtio/vsock.h"
 
 namespace rz::cli {
 
@@ -58,6 +61,32 @@ uint32_t parse_u32(const std::string& s, const std::string& flag) {
   return static_cast<uint32_t>(v);
 }
 
+NetOption parse_net_option(const std::string& spec) {
+  NetOption n;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    const size_t end = std::min(spec.find(',', pos), spec.size());
+    const std::string item = spec.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos || value.empty()) throw UsageError("--net: expected key=value, got '" + item + "'");
+    if (key == "tap") {
+      if (value.size() >= 16) throw UsageError("--net: interface name '" + value + "' is longer than 15 bytes");
+      n.tap = value;
+    } else if (key == "mac") {
+      const auto mac = virtio::parse_mac(value);
+      if (!mac) throw UsageError("--net: invalid MAC address '" + value + "'");
+      if ((*mac)[0] & 1) throw UsageError("--net: MAC address '" + value + "' is a multicast address");
+      n.mac = value;
+    } else {
+      throw UsageError("--net: unknown key '" + key + "' (tap, mac)");
+    }
+    pos = end + 1;
+  }
+  if (n.tap.empty()) throw UsageError("--net: tap=NAME is required");
+  return n;
+}
+
 Options parse(const std::vector<std::string>& a) {
   Options o;
   if (a.empty()) return o;
@@ -109,6 +138,17 @@ Options parse(const std::vector<std::string>& a) {
       if (r.cpus == 0) throw UsageError("--cpus must be at least 1");
     } else if (take_value(a, i, "--memory", &v)) {
       r.memory = parse_memory_size(v);
+    } else if (take_value(a, i, "--disk", &v)) {
+      virtio::parse_blk_config(v);  // validates; throws UsageError
+      r.disks.push_back(v);
+    } else if (take_value(a, i, "--net", &v)) {
+      r.nets.push_back(parse_net_option(v));
+    } else if (a[i] == "--rng") {
+      r.rng = true;
+    } else if (take_value(a, i, "--vsock", &v)) {
+      if (!r.vsock.empty()) throw UsageError("--vsock: only one vsock device is supported");
+      virtio::parse_vsock_spec(v);
+      r.vsock = v;
     } else if (take_value(a, i, "--log-level", &v)) {
       if (v != "error" && v != "warn" && v != "info" && v != "debug")
         throw UsageError("--log-level: unknown level '" + v + "' (error, warn, info, debug)");
@@ -149,6 +189,13 @@ std::string run_help_text() {
          "  --cmdline STR     kernel command line, e.g. \"console=ttyS0\"\n"
          "  --cpus N          number of vCPUs (default 1)\n"
          "  --memory SIZE     guest RAM: MiB, or with an M/G suffix (default 512M)\n"
+         "  --disk SPEC       virtio-blk disk (repeatable): path=FILE[,readonly=on]\n"
+         "                    [,engine=sync|io_uring][,serial=ID]\n"
+         "  --net SPEC        virtio-net on a TAP device (repeatable): tap=NAME[,mac=MAC]\n"
+         "  --rng             virtio-rng fed from the host's getrandom()\n"
+         "  --vsock SPEC      virtio-vsock: cid=N,socket=PATH (host side on a Unix socket:\n"
+         "                    connect and send \"CONNECT <port>\\n\"; guest connections to\n"
+         "                    port P reach PATH_P)\n"
          "  --log-level LVL   error, warn (default), info or debug (also: RZ_LOG)\n"
          "  -h, --help        show this text\n";
 }

@@ -11,6 +11,12 @@ namespace rz::cli {
 
 enum class Command { Help, Version, Run, Doctor };
 
+// --net tap=NAME[,mac=MAC]
+struct NetOption {
+  std::string tap;
+  std::string mac;  // empty: a random locally administered address
+};
+
 struct RunOptions {
   std::string kernel;
   std::string initrd;
@@ -18,6 +24,12 @@ struct RunOptions {
   uint32_t cpus = 1;
   uint64_t memory = 512ULL << 20;
   std::string log_level;
+  // Devices. The specs are validated here (UsageError) and parsed again by
+  // the device factories, which own their formats.
+  std::vector<std::string> disks;   // --disk path=FILE[,readonly=on][,engine=sync|io_uring]
+  std::vector<NetOption> nets;      // --net tap=NAME[,mac=MAC]
+  bool rng = false;                 // --rng
+  std::string vsock;                // --vsock cid=N,socket=PATH
 };
 
 struct Options {
@@ -32,6 +44,7 @@ Options parse(const std::vector<std::string>& args);  // args exclude argv[0]
 // MiB. Throws UsageError naming `flag` for malformed or zero sizes.
 uint64_t parse_memory_size(const std::string& s, const std::string& flag = "--memory");
 uint32_t parse_u32(const std::string& s, const std::string& flag);
+NetOption parse_net_option(const std::string& spec);
 
 std::string usage_text();
 std::string run_help_text();

@@ -119,7 +119,7 @@ TEST(ExitPaths, SigtermStopsTheVmWithStatus143) {
   ProcessOptions o;
   o.signal = SIGTERM;
   o.signal_after_ms = 200;
-  o.signal_when_out_contains = "hanging";
+  o.signal_when_out_contains = "mode hang";
   const auto r = boot(64, 2, "rzt.mode=hang", o);
   EXPECT_EQ(r.exit_code, 143) << describe(r);
   EXPECT_NE(r.err.find("SIGTERM"), std::string::npos) << describe(r);
@@ -130,7 +130,7 @@ TEST(ExitPaths, SigintStopsTheVmWithStatus130) {
   ProcessOptions o;
   o.signal = SIGINT;
   o.signal_after_ms = 200;
-  o.signal_when_out_contains = "hanging";
+  o.signal_when_out_contains = "mode hang";
   const auto r = boot(64, 1, "rzt.mode=hang", o);
   EXPECT_EQ(r.exit_code, 130) << describe(r);
 }

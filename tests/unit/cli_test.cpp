@@ -60,3 +60,33 @@ TEST(Cli, HelpForms) {
   EXPECT_EQ(parse({"doctor"}).command, Command::Doctor);
   EXPECT_NE(run_help_text().find("--memory"), std::string::npos);
 }
+
+TEST(Cli, DeviceFlags) {
+  const Options o = parse({"run", "--kernel", "k", "--disk", "path=root.ext4", "--disk",
+                           "path=data.img,readonly=on", "--net", "tap=tap0,mac=06:00:ac:10:00:02",
+                           "--rng", "--vsock", "cid=3,socket=/run/vm1.vsock"});
+  ASSERT_EQ(o.run.disks.size(), 2u);
+  EXPECT_EQ(o.run.disks[1], "path=data.img,readonly=on");
+  ASSERT_EQ(o.run.nets.size(), 1u);
+  EXPECT_EQ(o.run.nets[0].tap, "tap0");
+  EXPECT_EQ(o.run.nets[0].mac, "06:00:ac:10:00:02");
+  EXPECT_TRUE(o.run.rng);
+  EXPECT_EQ(o.run.vsock, "cid=3,socket=/run/vm1.vsock");
+}
+
+TEST(Cli, BadDeviceFlags) {
+  for (std::vector<std::string> bad : {
+           std::vector<std::string>{"--net", "tap=tap0,mac=zz:00:ac:10:00:02"},
+           {"--net", "mac=06:00:ac:10:00:02"},
+           {"--net", "tap=tap0,speed=10"},
+           {"--net", "tap=tap0,mac=01:00:00:00:00:01"},
+           {"--disk", "readonly=on"},
+           {"--disk", "path=x,engine=magic"},
+           {"--vsock", "cid=2,socket=/tmp/v"},
+           {"--vsock", "cid=3"},
+       }) {
+    std::vector<std::string> args{"run", "--kernel", "k"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    EXPECT_THROW(parse(args), UsageError) << bad[1];
+  }
+}
