@@ -166,6 +166,10 @@ NetStats VirtioNet::stats() const {
 bool VirtioNet::activate(const memory::GuestMemory& mem, uint64_t negotiated_features,
                          std::vector<Queue*> queues, std::shared_ptr<Interrupt> irq) {
   if (mem_ != nullptr) reset();
+  if (!irq) {
+    log::error("virtio-net: activated without an interrupt");
+    return false;
+  }
   if (queues.size() < 2 || queues[kNetRxQueue] == nullptr || queues[kNetTxQueue] == nullptr) {
     log::error("virtio-net: activated without its receive and transmit queues");
     return false;

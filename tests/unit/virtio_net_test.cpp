@@ -443,6 +443,43 @@ TEST_F(VirtioNetTest, TxBackendFullWaitsThenResumes) {
   EXPECT_EQ(stats().tx_dropped, 0u);
 }
 
+TEST_F(VirtioNetTest, TxBudgetPerTurnThenContinues) {
+  // A 512-entry transmit queue full of frames: one turn sends kTxBudget of
+  // them, the rest follow on later turns of the loop (via EPOLLOUT).
+  constexpr uint16_t kBig = 512;
+  Queue big(kBig);
+  QueueDriver drv(mem_, kBig, 0x7d0000, kTxData, kTxDataSize);
+  drv.configure(big);
+  bool ok = false;
+  on_loop([&] { ok = dev_->activate(mem_, kBaseFeatures, {&rxq_, &big}, irq_); });
+  ASSERT_TRUE(ok);
+  for (uint32_t i = 0; i < 400; ++i) {
+    const auto f = make_frame(kVnetHdrLen + 60, 200 + i);
+    drv.add_chain({{drv.alloc_bytes(f), static_cast<uint32_t>(f.size()), false}});
+  }
+  uint64_t first_turn = 0;
+  on_loop([&] {
+    dev_->process_queue(kNetTxQueue);
+    first_turn = dev_->stats().tx_frames;
+  });
+  EXPECT_EQ(first_turn, VirtioNet::kTxBudget);
+  for (uint32_t i = 0; i < 400; ++i) {
+    auto got = peer_recv();
+    ASSERT_TRUE(got) << i;
+    ASSERT_EQ(*got, make_frame(kVnetHdrLen + 60, 200 + i)) << i;
+  }
+  ASSERT_TRUE(wait_until([&] { return drv.pending_used() == 400; }));
+  on_loop([&] { dev_->reset(); });
+}
+
+TEST_F(VirtioNetTest, ActivateWithoutInterruptFails) {
+  bool ok = true;
+  on_loop([&] { ok = dev_->activate(mem_, kBaseFeatures, {&rxq_, &txq_}, nullptr); });
+  EXPECT_FALSE(ok);
+  on_loop([&] { ok = dev_->activate(mem_, kBaseFeatures, {&rxq_}, irq_); });
+  EXPECT_FALSE(ok);
+}
+
 // --- Receive ------------------------------------------------------------------------
 
 TEST_F(VirtioNetTest, RxIntoSingleLargeBuffer) {
@@ -849,6 +886,17 @@ TEST(Tap, OpensWithVnetHeaderAndNonBlocking) {
   }
   // Not persistent: closing the fd removes the interface.
   EXPECT_FALSE(interface_exists(name));
+}
+
+TEST(Tap, ExistingNonTapInterfaceIsRefused) {
+  if (auto why = tap_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  try {
+    Tap::open("lo");
+    FAIL() << "attached to lo";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("tap=lo"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a single-queue TAP"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Tap, PermissionErrorNamesTheInterface) {
