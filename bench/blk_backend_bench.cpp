@@ -14,8 +14,10 @@
 //   --cache cold: before each run the file's pages are dropped
 //     (fdatasync + posix_fadvise DONTNEED, this file only), so reads come
 //     from the disk under /var/tmp.
-// Writes are timed until the last write completes (in the page cache);
-// an untimed fdatasync follows each run so runs do not inherit dirty pages.
+// Writes: warm, timed until the last write completes (into the page cache);
+// cold, timed until a final FLUSH (raw: fdatasync) has completed, so the
+// data is on the disk. Either way an fdatasync before each run keeps runs
+// from inheriting each other's dirty pages.
 //
 // Variants:
 //   raw pread/pwrite  QD1   plain syscalls on our own fd
@@ -89,6 +91,7 @@ struct Workload {
   Kind kind;
   uint32_t block;
   std::vector<uint64_t> offsets;  // bytes, in issue order
+  bool flush_at_end = false;      // a timed FLUSH / fdatasync after the last write
   bool write() const { return kind == Kind::kSeqWrite; }
 };
 
@@ -152,6 +155,16 @@ class Driver {
 
   static uint64_t data_gpa(uint32_t slot) { return kDataGpa + uint64_t{slot} * (1 << 20); }
   uint8_t* data_host(uint32_t slot) const { return mem_.host_ptr(data_gpa(slot), block_); }
+
+  // Slot kMaxQd is a FLUSH request: header and status, no data.
+  void prepare_flush() {
+    const uint64_t hdr = kSlotMetaGpa + 32 * kMaxQd;
+    const uint16_t d0 = static_cast<uint16_t>(3 * kMaxQd);
+    desc(d0, hdr, 16, kVirtqDescFNext, d0 + 1);
+    desc(d0 + 1, hdr + 16, 1, kVirtqDescFWrite, 0);
+    mem_.write_obj(hdr, kVirtioBlkTFlush);
+    mem_.write_obj(hdr + 4, uint32_t{0});
+  }
 
   void prepare(uint32_t slot, bool write) {
     const uint64_t hdr = kSlotMetaGpa + 32 * slot;
@@ -258,6 +271,21 @@ Result run_device(const std::string& path, BlockEngine engine, uint32_t qd,
     if (::poll(&p, 1, 10000) != 1) die("no completion within 10 s");
     blk.process_completions();
   }
+  if (w.flush_at_end) {
+    drv.prepare_flush();
+    drv.post(kMaxQd, 0);
+    drv.publish();
+    if (drv.should_kick()) blk.process_queue(0);
+    uint32_t slot = 0;
+    uint8_t status = 0;
+    while (!drv.pop_used(&slot, &status)) {
+      if (blk.completion_fd() < 0) die("sync engine left the flush unfinished");
+      struct pollfd p {blk.completion_fd(), POLLIN, 0};
+      if (::poll(&p, 1, 60000) != 1) die("no flush completion within 60 s");
+      blk.process_completions();
+    }
+    if (slot != kMaxQd || status != kVirtioBlkSOk) die("flush failed");
+  }
   Result r;
   r.seconds = now_s() - t0;
   r.cpu_seconds = cpu_s() - c0;
@@ -278,6 +306,7 @@ Result run_raw_sync(int fd, const memory::GuestMemory& mem, const Workload& w) {
     if (n != static_cast<ssize_t>(w.block)) die("raw I/O failed");
     slots.give(slot);
   }
+  if (w.flush_at_end && ::fdatasync(fd) < 0) die("fdatasync failed");
   Result r;
   r.seconds = now_s() - t0;
   r.cpu_seconds = cpu_s() - c0;
@@ -320,6 +349,14 @@ Result run_raw_uring(int fd, uint32_t qd, const memory::GuestMemory& mem, const 
     }
     io_uring_cq_advance(&ring, n);
     if (queued) io_uring_submit(&ring);
+  }
+  if (w.flush_at_end) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    io_uring_submit(&ring);
+    io_uring_cqe* cqe;
+    if (io_uring_wait_cqe(&ring, &cqe) < 0 || cqe->res < 0) die("io_uring fsync failed");
+    io_uring_cqe_seen(&ring, cqe);
   }
   Result r;
   r.seconds = now_s() - t0;
@@ -414,6 +451,7 @@ int main(int argc, char** argv) {
     Workload r{"seq read 1 MiB", Kind::kSeqRead, 1 << 20, {}};
     for (uint64_t off = 0; off + r.block <= bytes; off += r.block) r.offsets.push_back(off);
     Workload wr{"seq write 1 MiB", Kind::kSeqWrite, 1 << 20, r.offsets};
+    wr.flush_at_end = cold;
     Workload rr{"rand read 4 KiB", Kind::kRandRead, 4096, {}};
     std::mt19937_64 rng(42);
     const uint64_t ops = cold ? std::min<uint64_t>(rand_ops, 20000) : rand_ops;

@@ -239,6 +239,9 @@ void VirtioBlk::open_image(const BlkConfig& config) {
   backend_ = make_block_backend(
       config.engine, fd_.get(),
       [this](uint64_t cookie, int result) { on_backend_done(cookie, result); }, what);
+  log::info(what + ": " + std::to_string(capacity_) + " sectors, " +
+            (readonly_ ? "read-only" : "read-write") + ", engine=" + to_string(config.engine) +
+            ", serial " + serial_);
   pending_.resize(backend_->max_in_flight());
   free_pending_.reserve(pending_.size());
   for (uint32_t i = static_cast<uint32_t>(pending_.size()); i-- > 0;) free_pending_.push_back(i);

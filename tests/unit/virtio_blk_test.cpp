@@ -3,14 +3,20 @@
 // virtio_test_driver.h, and a temporary raw image in /tmp. Most tests run
 // once per engine (sync, io_uring).
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -874,6 +880,44 @@ TEST_P(VirtioBlkTest, UnusableImagesAreRefused) {
   bad_serial.serial = std::string(21, 'x');
   ASSERT_EQ(::truncate(image.path().c_str(), 4096), 0);
   EXPECT_THROW(VirtioBlk{bad_serial}, UsageError);
+}
+
+// Refuses io_uring_setup with EPERM (as container runtimes' seccomp
+// profiles do), then opens `c`; exits 0 if that failed with an error naming
+// the engine, the errno and the image.
+[[noreturn]] void open_without_io_uring(const BlkConfig& c) {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {static_cast<unsigned short>(std::size(filter)), filter};
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+    std::_Exit(3);
+  }
+  try {
+    VirtioBlk blk(c);
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    std::fprintf(stderr, "%s\n", m.c_str());
+    const bool named = m.find("engine=io_uring") != std::string::npos &&
+                       m.find("Operation not permitted") != std::string::npos &&
+                       m.find(c.path) != std::string::npos;
+    std::_Exit(named ? 0 : 1);
+  }
+  std::_Exit(2);
+}
+
+// Where io_uring is not permitted, engine=io_uring fails at start-up with
+// an error that names it.
+TEST(VirtioBlkUring, SetupFailureNamesTheEngine) {
+  TempImage image(64 * 512);
+  BlkConfig c;
+  c.path = image.path();
+  c.engine = BlockEngine::kIoUring;
+  EXPECT_EXIT(open_without_io_uring(c), ::testing::ExitedWithCode(0), "engine=io_uring");
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlkTest,
