@@ -34,13 +34,17 @@ class ByteQueue {
   size_t size() const { return data_.size() - head_; }
   bool empty() const { return head_ == data_.size(); }
   std::span<const uint8_t> front() const { return {data_.data() + head_, size()}; }
-  // Appends n bytes (zeroed) and returns them for the caller to fill.
-  std::span<uint8_t> extend(size_t n) {
+  // Appends n bytes (zeroed) and returns them for the caller to fill. The
+  // storage grows geometrically but not beyond `soft_cap` bytes unless the
+  // content itself needs more.
+  std::span<uint8_t> extend(size_t n, size_t soft_cap) {
     if (head_ > 0 && head_ >= data_.size() / 2) {
       data_.erase(data_.begin(), data_.begin() + static_cast<ptrdiff_t>(head_));
       head_ = 0;
     }
     const size_t old = data_.size();
+    if (old + n > data_.capacity())
+      data_.reserve(std::max(old + n, std::min(data_.capacity() * 2, soft_cap)));
     data_.resize(old + n);
     return {data_.data() + old, n};
   }
@@ -311,10 +315,12 @@ void VirtioVsock::reset() {
   irq_.reset();
   tx_pending_ = false;
   event_pending_ = false;
+  listener_paused_ = false;
 }
 
 void VirtioVsock::process_queue(uint16_t index) {
   if (!active_) return;
+  resume_listener();
   switch (index) {
     case vsock::kRxQueue:
       fill_rx();
@@ -358,6 +364,7 @@ VsockStats VirtioVsock::stats() const {
   s.credit_updates_sent = get(counters_.credit_updates_sent);
   s.bad_rx_chains = get(counters_.bad_rx_chains);
   s.socket_wakeups = get(counters_.socket_wakeups);
+  s.host_write_blocked = get(counters_.host_write_blocked);
   return s;
 }
 
@@ -398,6 +405,18 @@ void VirtioVsock::close_connection(uint64_t id, bool rst) {
   }
   conns_.erase(it);  // closes the Unix socket
   num_connections_.store(conns_.size(), std::memory_order_relaxed);
+  resume_listener();
+}
+
+void VirtioVsock::resume_listener() {
+  if (!listener_paused_ || !active_) return;
+  listener_paused_ = false;
+  try {
+    loop_.add(listener_.get(), EPOLLIN, [this](uint32_t ev) { on_listener(ev); });
+  } catch (const Error& e) {
+    log::warn(std::string("virtio-vsock: ") + e.what());
+    listener_paused_ = true;
+  }
 }
 
 void VirtioVsock::close_all_connections() {
@@ -429,8 +448,11 @@ void VirtioVsock::update_interest(Connection& c) {
     if (!c.to_host.empty()) ev |= EPOLLOUT;
   }
   // With nothing to wait for the fd leaves the epoll set altogether: a hung
-  // up socket would otherwise report EPOLLHUP over and over.
-  if (ev == 0) {
+  // up socket would otherwise report EPOLLHUP over and over. Except while a
+  // host-initiated connection waits for the guest's answer: registered with
+  // no events, epoll still reports EPOLLHUP, i.e. the host process gave up.
+  const bool keep = c.state == Connection::State::kConnecting;
+  if (ev == 0 && !keep) {
     if (c.registered) loop_.remove(c.fd.get());
     c.registered = false;
     c.events = 0;
@@ -482,8 +504,13 @@ void VirtioVsock::on_listener(uint32_t) {
     const int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (!would_block(errno))
+      if (!would_block(errno)) {
         log::warn(errno_message("virtio-vsock: accept on " + config_.uds_path, errno));
+        // Out of fds or memory: the listener would stay readable and spin the
+        // loop. Stop accepting until a connection closes or the guest acts.
+        loop_.remove(listener_.get());
+        listener_paused_ = true;
+      }
       break;
     }
     UniqueFd ufd(fd);
@@ -506,6 +533,16 @@ void VirtioVsock::on_conn_event(uint64_t id, uint32_t events) {
   if (c->state == Connection::State::kReadingConnect) {
     read_connect_line(id);
     fill_rx();
+    return;
+  }
+  if (c->state == Connection::State::kConnecting) {
+    // Only EPOLLHUP/EPOLLERR come here; check it is this socket's (events
+    // are hints, see below) before dropping the half-made connection.
+    pollfd p{c->fd.get(), 0, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) {
+      close_connection(id, true);  // the guest may have accepted already
+      fill_rx();
+    }
     return;
   }
   // Events are hints (an fd number may have been reused within one epoll
@@ -613,7 +650,10 @@ bool VirtioVsock::flush_to_host(uint64_t id) {
     const ssize_t n = ::send(c->fd.get(), f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (would_block(errno)) break;
+      if (would_block(errno)) {
+        counters_.host_write_blocked.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
       log::debug(errno_message("virtio-vsock: write to host socket", errno));
       close_connection(id, true);
       return false;
@@ -964,7 +1004,7 @@ void VirtioVsock::handle_for_connection(Connection& c, const Header& h,
       c.state = State::kEstablished;
       counters_.host_connects.fetch_add(1, std::memory_order_relaxed);
       const std::string ok = "OK " + std::to_string(c.local_port) + "\n";
-      auto dst = c.to_host.extend(ok.size());
+      auto dst = c.to_host.extend(ok.size(), ok.size());
       std::memcpy(dst.data(), ok.data(), ok.size());
       c.control_bytes += ok.size();
       break;
@@ -1019,11 +1059,12 @@ void VirtioVsock::handle_for_connection(Connection& c, const Header& h,
           return;
         }
         if (n > 0) sent = static_cast<size_t>(n);
+        if (sent < h.len) counters_.host_write_blocked.fetch_add(1, std::memory_order_relaxed);
         c.fwd_cnt += static_cast<uint32_t>(sent);
       }
       if (sent < h.len) {
         const size_t rest = h.len - sent;
-        auto dst = c.to_host.extend(rest);
+        auto dst = c.to_host.extend(rest, config_.buf_alloc + kMaxConnectLine);
         const size_t got = chain.read(mem, kHdrSize + sent, dst);
         if (got < rest) std::fill(dst.begin() + static_cast<ptrdiff_t>(got), dst.end(), 0);
       }

@@ -105,6 +105,7 @@ struct VsockStats {
   uint64_t credit_updates_sent = 0;
   uint64_t bad_rx_chains = 0;       // rx chains returned unused (malformed / too small)
   uint64_t socket_wakeups = 0;      // Unix connection fd callbacks
+  uint64_t host_write_blocked = 0;  // writes to a Unix socket that could not take everything
 };
 
 class VirtioVsock final : public VirtioDevice {
@@ -164,12 +165,13 @@ class VirtioVsock final : public VirtioDevice {
     std::atomic<uint64_t> refused{0}, bad_connect_lines{0};
     std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, tx_packets{0}, tx_bytes{0}, tx_dropped{0};
     std::atomic<uint64_t> rst_sent{0}, rst_dropped{0}, credit_stalls{0}, credit_updates_sent{0};
-    std::atomic<uint64_t> bad_rx_chains{0}, socket_wakeups{0};
+    std::atomic<uint64_t> bad_rx_chains{0}, socket_wakeups{0}, host_write_blocked{0};
   };
   using PortKey = std::pair<uint32_t, uint32_t>;  // (host port, guest port)
 
   void bind_listener();
   void on_listener(uint32_t events);
+  void resume_listener();
   void on_kick(uint32_t events);
   void on_conn_event(uint64_t id, uint32_t events);
   void kick_self();
@@ -226,6 +228,7 @@ class VirtioVsock final : public VirtioDevice {
   std::shared_ptr<Interrupt> irq_;
   bool tx_pending_ = false;       // the tx budget ran out; continue via kick_fd_
   bool event_pending_ = false;    // a transport-reset event waits for a buffer
+  bool listener_paused_ = false;  // accept() failed for lack of resources
 
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::map<PortKey, uint64_t> ports_;

@@ -546,6 +546,23 @@ TEST_F(VirtioVsockTest, HostConnectRefusedByGuestClosesSocket) {
   EXPECT_TRUE(no_rx()) << "an RST must not be answered";
 }
 
+TEST_F(VirtioVsockTest, HostGivingUpBeforeResponseResetsGuest) {
+  start();
+  give_rx();
+  UniqueFd fd = unix_connect(uds_);
+  write_str(fd.get(), "CONNECT 60\n");
+  auto req = next_rx();
+  ASSERT_TRUE(req);
+  ASSERT_EQ(req->h.op, vsock::kOpRequest);
+  fd.reset();
+  EXPECT_TRUE(wait_until([&] { return dev_->connection_count() == 0; }));
+  auto p = next_rx();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->h.op, vsock::kOpRst);
+  EXPECT_EQ(p->h.src_port, req->h.src_port);
+  EXPECT_EQ(p->h.dst_port, 60u);
+}
+
 TEST_F(VirtioVsockTest, MalformedConnectLinesClose) {
   start();
   give_rx();
@@ -652,6 +669,7 @@ TEST_F(VirtioVsockTest, GuestToHostBuffersWhileSocketIsFullThenCreditUpdate) {
     send(guest_hdr(52, c.host_port, vsock::kOpRw, 65536), chunk);
   }
   EXPECT_EQ(dev_->connection_count(), 1u);
+  EXPECT_GE(dev_->stats().host_write_blocked, 1u) << "the socket never filled up";
   EXPECT_EQ(read_n(c.fd.get(), data.size(), 5000), data);
   // Consumption is announced: fwd_cnt reaches everything written.
   uint32_t fwd = 0;
