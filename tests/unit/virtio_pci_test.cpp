@@ -19,6 +19,9 @@
 #include "util/error.h"
 #include "util/event_loop.h"
 #include "virtio/pci_transport.h"
+#include "virtio/rng.h"
+#include "vmm/pci_platform.h"
+#include "devices/bus.h"
 #include "virtio/virtio_defs.h"
 #include "virtio_test_driver.h"
 
@@ -661,6 +664,295 @@ TEST(VirtioPciConstruction, RejectsBadDevices) {
   };
   EXPECT_THROW(VirtioPciDevice d(std::make_unique<NoQueues>(std::make_shared<FakeState>()), mem),
                rz::Error);
+}
+
+// --- PciPlatform, with a fake VM ------------------------------------------------
+
+// Records what the platform asks of KVM (kept by the test, so it can be
+// inspected after the platform is gone).
+struct FakeVmState {
+  std::mutex mu;
+  std::vector<kvm_irq_routing_entry> routing;
+  int routing_pushes = 0;
+  std::map<int, uint32_t> irqfds;                          // eventfd -> gsi
+  std::map<std::pair<uint64_t, uint32_t>, int> ioeventfds;  // (addr, len) -> eventfd
+  std::vector<std::pair<uint32_t, bool>> lines;
+  bool any_length = true;
+
+  void set_gsi_routing(const std::vector<kvm_irq_routing_entry>& e) {
+    std::lock_guard lock(mu);
+    routing = e;
+    ++routing_pushes;
+  }
+  void irqfd(int fd, uint32_t gsi, bool assign) {
+    std::lock_guard lock(mu);
+    if (assign) irqfds[fd] = gsi;
+    else if (!irqfds.erase(fd)) throw Error("irqfd not assigned");
+  }
+  void ioeventfd(int fd, uint64_t addr, uint32_t len, bool assign) {
+    std::lock_guard lock(mu);
+    if (len == 0 && !any_length) throw Error("KVM_IOEVENTFD: Invalid argument");
+    const auto key = std::make_pair(addr, len);
+    if (assign) {
+      if (ioeventfds.count(key)) throw Error("KVM_IOEVENTFD: File exists");
+      ioeventfds[key] = fd;
+    } else if (!ioeventfds.erase(key)) {
+      throw Error("KVM_IOEVENTFD: not found");
+    }
+  }
+  void irq_line(uint32_t gsi, bool level) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(gsi, level);
+  }
+};
+
+struct FakeVm : vmm::PlatformVm {
+  explicit FakeVm(std::shared_ptr<FakeVmState> s) : s(std::move(s)) {}
+  void set_gsi_routing(const std::vector<kvm_irq_routing_entry>& e) override { s->set_gsi_routing(e); }
+  void irqfd(int fd, uint32_t gsi, bool assign) override { s->irqfd(fd, gsi, assign); }
+  void ioeventfd(int fd, uint64_t addr, uint32_t len, bool assign) override {
+    s->ioeventfd(fd, addr, len, assign);
+  }
+  void irq_line(uint32_t gsi, bool level) override { s->irq_line(gsi, level); }
+  std::shared_ptr<FakeVmState> s;
+};
+
+class PciPlatformTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    loop.start();
+    platform = std::make_unique<vmm::PciPlatform>(std::make_unique<FakeVm>(vm), mem, pio, mmio, loop,
+                                                  k64Start, k64End);
+  }
+  void TearDown() override {
+    platform.reset();
+    loop.stop();
+  }
+  uint32_t cfg_read(uint8_t slot, uint16_t off, unsigned size) {
+    return platform->bus()->config_read(0, slot, 0, off, size);
+  }
+  void cfg_write(uint8_t slot, uint16_t off, unsigned size, uint32_t v) {
+    platform->bus()->config_write(0, slot, 0, off, size, v);
+  }
+  // Config mechanism #1 through the PIO bus, as a guest does it.
+  uint32_t cf8_read(uint8_t slot, uint16_t off) {
+    uint32_t addr = 0x80000000u | uint32_t{slot} << 11 | (off & 0xfc);
+    pio.write(0xcf8, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&addr), 4));
+    uint32_t v = 0;
+    pio.read(0xcfc, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), 4));
+    return v;
+  }
+  size_t ioeventfd_count() {
+    std::lock_guard lock(vm->mu);
+    return vm->ioeventfds.size();
+  }
+
+  static constexpr uint64_t k64Start = 0x10000000000ull;  // 1 TiB
+  static constexpr uint64_t k64End = k64Start + (1ull << 32);
+  GuestMemory mem = GuestMemory::create({{0, 1 << 20}});
+  devices::Bus pio, mmio;
+  EventLoop loop;
+  std::shared_ptr<FakeVmState> vm = std::make_shared<FakeVmState>();
+  std::unique_ptr<vmm::PciPlatform> platform;
+};
+
+TEST(PciPlatformRoutes, DefaultRoutesMirrorKvm) {
+  const auto r = vmm::default_irqchip_routes();
+  ASSERT_EQ(r.size(), 24u + 16u);
+  auto has = [&](uint32_t gsi, uint32_t chip, uint32_t pin) {
+    return std::any_of(r.begin(), r.end(), [&](const kvm_irq_routing_entry& e) {
+      return e.gsi == gsi && e.type == KVM_IRQ_ROUTING_IRQCHIP && e.u.irqchip.irqchip == chip &&
+             e.u.irqchip.pin == pin;
+    });
+  };
+  for (uint32_t i = 0; i < 24; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_IOAPIC, i)) << i;
+  for (uint32_t i = 0; i < 8; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_PIC_MASTER, i)) << i;
+  for (uint32_t i = 8; i < 16; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_PIC_SLAVE, i - 8)) << i;
+}
+
+TEST_F(PciPlatformTest, ConfigAccessAndAcpiFields) {
+  EXPECT_EQ(pio.name_at(0xcf8), "pci-config-io");
+  EXPECT_EQ(mmio.name_at(x86::kPciEcamBase), "pci-ecam");
+  EXPECT_EQ(cf8_read(0, 0) & 0xffff, 0x8086u);  // host bridge
+  x86::AcpiConfig acpi;
+  platform->fill_acpi(acpi);
+  EXPECT_EQ(acpi.ecam_base, x86::kPciEcamBase);
+  EXPECT_EQ(platform->ecam_size(), x86::kPciEcamSize);
+  EXPECT_EQ(acpi.pci_bus_end, 0);
+  EXPECT_EQ(acpi.pci_mmio32_start, x86::kPciMmio32Start);
+  EXPECT_EQ(acpi.pci_mmio32_end, x86::kPciMmio32End);
+  EXPECT_EQ(acpi.pci_mmio64_start, k64Start);
+  EXPECT_EQ(acpi.pci_mmio64_end, k64End);
+  platform.reset();
+  EXPECT_EQ(pio.name_at(0xcf8), "");
+  EXPECT_EQ(mmio.name_at(x86::kPciEcamBase), "");
+}
+
+TEST_F(PciPlatformTest, AddDeviceWiresGsisIrqfdsAndBar) {
+  const uint8_t slot = platform->add_virtio_device(std::make_unique<VirtioRng>());
+  EXPECT_EQ(slot, 1);
+  EXPECT_EQ(cf8_read(slot, 0), 0x10441af4u);
+  EXPECT_EQ(cfg_read(slot, pci::kCfgInterruptLine, 1), x86::pci_intx_gsi(slot, 0));
+  auto dev = platform->virtio_devices().at(0);
+  const uint16_t vectors = dev->msix()->vectors();
+  EXPECT_EQ(vectors, 2);
+  {
+    std::lock_guard lock(vm->mu);
+    // 40 irqchip routes + one MSI route per vector, starting at GSI 24.
+    ASSERT_EQ(vm->routing.size(), 40u + vectors);
+    EXPECT_EQ(vm->routing[40].gsi, vmm::PciPlatform::kFirstMsiGsi);
+    EXPECT_EQ(vm->routing[40].type, static_cast<uint32_t>(KVM_IRQ_ROUTING_MSI));
+    ASSERT_EQ(vm->irqfds.size(), vectors);
+    for (uint16_t v = 0; v < vectors; ++v) EXPECT_EQ(platform->msi_gsi(0, v), 24u + v);
+  }
+  // The BAR went into the 64-bit window; nothing is mapped until the guest
+  // enables memory decoding.
+  const auto bar = dev->bars().at(0);
+  EXPECT_GE(bar.address, k64Start);
+  EXPECT_LT(bar.address, k64End);
+  EXPECT_EQ(mmio.name_at(bar.address), "");
+  EXPECT_EQ(ioeventfd_count(), 0u);
+
+  cfg_write(slot, pci::kCfgCommand, 2, pci::kCommandMemory);
+  EXPECT_EQ(mmio.name_at(bar.address), "virtio-rng@1.bar0");
+  {
+    std::lock_guard lock(vm->mu);
+    ASSERT_EQ(vm->ioeventfds.size(), 1u);
+    const auto& [key, fd] = *vm->ioeventfds.begin();
+    EXPECT_EQ(key.first, bar.address + VirtioPciDevice::notify_offset(0));
+    EXPECT_EQ(key.second, 0u);  // any length
+    EXPECT_EQ(fd, dev->queue_eventfd(0));
+  }
+  // Register reads through the MMIO bus reach the transport.
+  uint16_t nq = 0;
+  mmio.read(bar.address + cc::kNumQueues, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&nq), 2));
+  EXPECT_EQ(nq, 1);
+
+  // The guest moves the BAR (below 4 GiB): mapping and ioeventfd follow.
+  const uint64_t to = 0xd0000000;
+  cfg_write(slot, pci::kCfgBar0 + 4, 4, 0);
+  cfg_write(slot, pci::kCfgBar0, 4, static_cast<uint32_t>(to));
+  EXPECT_EQ(mmio.name_at(to), "virtio-rng@1.bar0");
+  EXPECT_EQ(mmio.name_at(bar.address), "");
+  {
+    std::lock_guard lock(vm->mu);
+    ASSERT_EQ(vm->ioeventfds.size(), 1u);
+    EXPECT_EQ(vm->ioeventfds.begin()->first.first, to + VirtioPciDevice::notify_offset(0));
+  }
+  // Decoding off: off the bus and out of KVM.
+  cfg_write(slot, pci::kCfgCommand, 2, 0);
+  EXPECT_EQ(mmio.name_at(to), "");
+  EXPECT_EQ(ioeventfd_count(), 0u);
+  cfg_write(slot, pci::kCfgCommand, 2, pci::kCommandMemory);
+  EXPECT_EQ(ioeventfd_count(), 1u);
+
+  platform.reset();
+  std::lock_guard lock(vm->mu);
+  EXPECT_TRUE(vm->ioeventfds.empty());
+  EXPECT_TRUE(vm->irqfds.empty());
+  EXPECT_EQ(mmio.name_at(to), "");
+}
+
+TEST_F(PciPlatformTest, IoeventfdFallsBackToTwoBytes) {
+  vm->any_length = false;
+  const uint8_t slot = platform->add_virtio_device(std::make_unique<VirtioRng>());
+  cfg_write(slot, pci::kCfgCommand, 2, pci::kCommandMemory);
+  std::lock_guard lock(vm->mu);
+  ASSERT_EQ(vm->ioeventfds.size(), 1u);
+  EXPECT_EQ(vm->ioeventfds.begin()->first.second, 2u);
+}
+
+TEST_F(PciPlatformTest, MsixRouteFollowsTableAndDeliversThroughIrqfd) {
+  const uint8_t slot = platform->add_virtio_device(std::make_unique<VirtioRng>());
+  auto dev = platform->virtio_devices().at(0);
+  cfg_write(slot, pci::kCfgCommand, 2, pci::kCommandMemory);
+  const uint64_t base = dev->bars()[0].address;
+  const uint8_t cap = *dev->with_config([](auto& c) { return c.find_capability(pci::kCapIdMsix); });
+  const uint32_t table = dev->config_read(cap + 4, 4) & ~7u;
+  auto w32 = [&](uint64_t off, uint32_t v) {
+    mmio.write(base + off, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), 4));
+  };
+  const int pushes = vm->routing_pushes;
+  cfg_write(slot, cap + 2, 2, pci::kMsixControlEnable);
+  w32(table + 16 + 0, 0xfee01000);  // vector 1, still masked: no push
+  w32(table + 16 + 8, 0x45);
+  EXPECT_EQ(vm->routing_pushes, pushes);
+  w32(table + 16 + 12, 0);  // unmask: the route is programmed
+  {
+    std::lock_guard lock(vm->mu);
+    EXPECT_EQ(vm->routing_pushes, pushes + 1);
+    const auto& e = vm->routing.at(40 + 1);
+    EXPECT_EQ(e.gsi, platform->msi_gsi(0, 1));
+    EXPECT_EQ(e.u.msi.address_lo, 0xfee01000u);
+    EXPECT_EQ(e.u.msi.data, 0x45u);
+  }
+  // A queue interrupt on vector 1 is a write to that vector's irqfd.
+  int fd1 = -1;
+  {
+    std::lock_guard lock(vm->mu);
+    for (auto& [fd, gsi] : vm->irqfds)
+      if (gsi == platform->msi_gsi(0, 1)) fd1 = fd;
+  }
+  ASSERT_GE(fd1, 0);
+  dev->msix()->notify(1);
+  uint64_t count = 0;
+  EXPECT_EQ(::read(fd1, &count, 8), 8);
+  EXPECT_EQ(count, 1u);
+}
+
+TEST_F(PciPlatformTest, IntxIsSharedPerGsi) {
+  // Slots 1 and 5 share GSI 17 (16 + slot % 4 for INTA#).
+  for (int i = 0; i < 5; ++i) platform->add_virtio_device(std::make_unique<VirtioRng>());
+  EXPECT_EQ(platform->intx_gsi(0), platform->intx_gsi(4));
+  const uint32_t gsi = platform->intx_gsi(0);
+  auto a = platform->virtio_devices()[0]->interrupt();
+  auto b = platform->virtio_devices()[4]->interrupt();
+  auto lines = [&] {
+    std::lock_guard lock(vm->mu);
+    return vm->lines;
+  };
+  a->notify_queue(0);
+  b->notify_queue(0);
+  EXPECT_EQ(lines(), (std::vector<std::pair<uint32_t, bool>>{{gsi, true}}));
+  // Reading A's ISR lowers A, but B still holds the line.
+  uint8_t isr = 0;
+  platform->virtio_devices()[0]->bar_read(0, VirtioPciDevice::kIsrOffset, std::span<uint8_t>(&isr, 1));
+  EXPECT_EQ(isr, kIsrQueue);
+  EXPECT_EQ(lines().size(), 1u);
+  platform->virtio_devices()[4]->bar_read(0, VirtioPciDevice::kIsrOffset, std::span<uint8_t>(&isr, 1));
+  EXPECT_EQ(lines(), (std::vector<std::pair<uint32_t, bool>>{{gsi, true}, {gsi, false}}));
+}
+
+TEST_F(PciPlatformTest, ResetAllStopsDevicesOnTheLoop) {
+  const uint8_t slot = platform->add_virtio_device(std::make_unique<VirtioRng>());
+  auto dev = platform->virtio_devices().at(0);
+  cfg_write(slot, pci::kCfgCommand, 2, pci::kCommandMemory);
+  const uint64_t base = dev->bars()[0].address;
+  auto w = [&](uint32_t off, size_t n, uint64_t v) {
+    mmio.write(base + off, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
+  };
+  test::QueueDriver drv(mem, 8, 0x1000, 0x10000, 0x1000);
+  w(cc::kDeviceStatus, 1, kStatusAcknowledge | kStatusDriver);
+  w(cc::kDriverFeatureSelect, 4, 1);
+  w(cc::kDriverFeature, 4, 1);
+  w(cc::kDeviceStatus, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  w(cc::kQueueSize, 2, 8);
+  w(cc::kQueueDesc, 8, drv.desc_gpa());
+  w(cc::kQueueDriver, 8, drv.avail_gpa());
+  w(cc::kQueueDevice, 8, drv.used_gpa());
+  w(cc::kQueueEnable, 2, 1);
+  w(cc::kDeviceStatus, 1, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  ASSERT_TRUE(dev->activated());
+  // A kick through the queue's eventfd (what KVM's ioeventfd does).
+  drv.add_chain({{drv.alloc(32), 32, true}});
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(dev->queue_eventfd(0), &one, 8), 8);
+  for (int i = 0; i < 500 && drv.used_idx() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(drv.used_idx(), 1);
+  platform->reset_all();
+  EXPECT_FALSE(dev->activated());
+  EXPECT_EQ(dev->device_status(), 0);
 }
 
 }  // namespace
