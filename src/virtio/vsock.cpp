@@ -7,12 +7,14 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 
@@ -128,6 +130,10 @@ struct VirtioVsock::Connection {
   bool registered = false;
   uint32_t events = 0;
 
+  // When the connection is given up if nothing happens (see VsockConfig).
+  bool has_deadline = false;
+  std::chrono::steady_clock::time_point deadline{};
+
   size_t guest_bytes_buffered() const { return to_host.size() - control_bytes; }
 };
 
@@ -189,6 +195,8 @@ static void validate(const VsockConfig& c) {
     throw UsageError("vsock: max_connections must be 1..65536");
   if (c.buf_alloc < 4096 || c.buf_alloc > (64U << 20))
     throw UsageError("vsock: buf_alloc must be 4 KiB..64 MiB");
+  if (c.connect_line_timeout_ms == 0 || c.connect_timeout_ms == 0 || c.shutdown_timeout_ms == 0)
+    throw UsageError("vsock: timeouts must be positive");
 }
 
 // --- Construction ------------------------------------------------------------------
@@ -198,6 +206,8 @@ VirtioVsock::VirtioVsock(EventLoop& loop, const VsockConfig& config)
   validate(config_);
   kick_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!kick_fd_.valid()) throw Error(errno_message("vsock: eventfd", errno));
+  timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer_fd_.valid()) throw Error(errno_message("vsock: timerfd", errno));
   bind_listener();
 }
 
@@ -287,10 +297,12 @@ bool VirtioVsock::activate(const memory::GuestMemory& mem, uint64_t, std::vector
   try {
     loop_.add(listener_.get(), EPOLLIN, [this](uint32_t ev) { on_listener(ev); });
     loop_.add(kick_fd_.get(), EPOLLIN, [this](uint32_t ev) { on_kick(ev); });
+    loop_.add(timer_fd_.get(), EPOLLIN, [this](uint32_t ev) { on_timer(ev); });
   } catch (const Error& e) {
     log::error(std::string("virtio-vsock: ") + e.what());
     loop_.remove(listener_.get());
     loop_.remove(kick_fd_.get());
+    loop_.remove(timer_fd_.get());
     mem_ = nullptr;
     rxq_ = txq_ = evq_ = nullptr;
     irq_.reset();
@@ -304,8 +316,10 @@ void VirtioVsock::reset() {
   if (active_) {
     loop_.remove(listener_.get());
     loop_.remove(kick_fd_.get());
+    loop_.remove(timer_fd_.get());
   }
   close_all_connections();
+  set_timer(false);
   uint64_t v;
   ssize_t r = ::read(kick_fd_.get(), &v, sizeof v);  // drop a pending self-kick
   (void)r;
@@ -365,6 +379,7 @@ VsockStats VirtioVsock::stats() const {
   s.bad_rx_chains = get(counters_.bad_rx_chains);
   s.socket_wakeups = get(counters_.socket_wakeups);
   s.host_write_blocked = get(counters_.host_write_blocked);
+  s.timeouts = get(counters_.timeouts);
   return s;
 }
 
@@ -481,6 +496,47 @@ void VirtioVsock::mark_rx_ready(Connection& c) {
   update_interest(c);
 }
 
+void VirtioVsock::set_deadline(Connection& c, uint32_t ms) {
+  c.has_deadline = true;
+  c.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  set_timer(true);
+}
+
+void VirtioVsock::set_timer(bool on) {
+  if (on == timer_armed_) return;
+  // While any connection has a deadline: a tick every kTimerTickMs.
+  itimerspec its{};
+  if (on) {
+    its.it_interval.tv_nsec = kTimerTickMs * 1000000L;
+    its.it_value = its.it_interval;
+  }
+  if (::timerfd_settime(timer_fd_.get(), 0, &its, nullptr) == 0) timer_armed_ = on;
+}
+
+void VirtioVsock::on_timer(uint32_t) {
+  uint64_t ticks;
+  ssize_t r = ::read(timer_fd_.get(), &ticks, sizeof ticks);
+  (void)r;
+  if (!active_) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<uint64_t, bool>> expired;  // id, send RST
+  bool pending = false;
+  for (auto& [id, c] : conns_) {
+    if (!c->has_deadline) continue;
+    if (c->deadline <= now)
+      expired.emplace_back(id, c->state != Connection::State::kReadingConnect);
+    else
+      pending = true;
+  }
+  for (const auto& [id, rst] : expired) {
+    counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+    log::debug("virtio-vsock: connection timed out");
+    close_connection(id, rst);
+  }
+  if (!pending) set_timer(false);
+  fill_rx();
+}
+
 void VirtioVsock::kick_self() {
   const uint64_t one = 1;
   ssize_t r = ::write(kick_fd_.get(), &one, sizeof one);
@@ -521,6 +577,7 @@ void VirtioVsock::on_listener(uint32_t) {
     }
     Connection& c = add_connection(std::move(ufd));
     c.state = Connection::State::kReadingConnect;
+    set_deadline(c, config_.connect_line_timeout_ms);
     update_interest(c);
   }
 }
@@ -631,6 +688,7 @@ void VirtioVsock::start_host_connect(uint64_t id, uint32_t guest_port) {
   }
   c->line = std::string();
   c->state = Connection::State::kConnecting;
+  set_deadline(*c, config_.connect_timeout_ms);
   c->local_port = *port;
   c->peer_port = guest_port;
   ports_[{*port, guest_port}] = id;
@@ -873,6 +931,9 @@ int VirtioVsock::deliver_data(uint64_t id) {
       close_connection(id, true);
       return 0;
     }
+    // The host process is gone altogether: the guest should answer RST
+    // (once its reader is done); do not wait for that forever.
+    if (flags == vsock::kShutdownBoth) set_deadline(*c, config_.shutdown_timeout_ms);
     update_interest(*c);
     maybe_finish(id);
     return 0;
@@ -1002,6 +1063,7 @@ void VirtioVsock::handle_for_connection(Connection& c, const Header& h,
         return;
       }
       c.state = State::kEstablished;
+      c.has_deadline = false;
       counters_.host_connects.fetch_add(1, std::memory_order_relaxed);
       const std::string ok = "OK " + std::to_string(c.local_port) + "\n";
       auto dst = c.to_host.extend(ok.size(), ok.size());

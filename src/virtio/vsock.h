@@ -33,6 +33,10 @@
 //    closed its end entirely. When both directions are finished the device
 //    sends RST and closes the socket; an RST from the guest closes it at once.
 //
+// Connections that stall in a handshake are dropped after a timeout
+// (VsockConfig: no CONNECT line, no answer to a REQUEST, no RST after the
+// host process closed); everything else lives until either side closes it.
+//
 // Packets for the guest (control packets and data) are produced when rx
 // buffers are available: control packets wait in a bounded per-device queue
 // (kMaxControlPackets; when it is full an RST is dropped and a connection
@@ -78,6 +82,13 @@ struct VsockConfig {
   uint16_t queue_size = 256;               // all three queues; a power of 2
   uint32_t max_connections = 1024;         // open connections, both kinds
   uint32_t buf_alloc = 256 * 1024;         // per-connection guest->host buffer
+  // A host process must send its CONNECT line within this time,
+  uint32_t connect_line_timeout_ms = 30000;
+  // the guest must answer a REQUEST (RESPONSE or RST) within this time,
+  uint32_t connect_timeout_ms = 5000;
+  // and answer with RST within this time once told SHUTDOWN(both) because
+  // the host process closed; otherwise the connection is closed (with RST).
+  uint32_t shutdown_timeout_ms = 2000;
 };
 
 // Parses the --vsock option value: "cid=3,socket=/run/vm1.vsock" (keys in any
@@ -106,6 +117,7 @@ struct VsockStats {
   uint64_t bad_rx_chains = 0;       // rx chains returned unused (malformed / too small)
   uint64_t socket_wakeups = 0;      // Unix connection fd callbacks
   uint64_t host_write_blocked = 0;  // writes to a Unix socket that could not take everything
+  uint64_t timeouts = 0;            // connections closed by a VsockConfig timeout
 };
 
 class VirtioVsock final : public VirtioDevice {
@@ -117,6 +129,7 @@ class VirtioVsock final : public VirtioDevice {
   static constexpr unsigned kRxBudget = 512;            // rx chains filled per turn
   static constexpr unsigned kTxBudget = 256;            // tx chains handled per turn
   static constexpr unsigned kAcceptBudget = 64;         // accepts per listener wake-up
+  static constexpr long kTimerTickMs = 100;             // deadline check period
 
   // Validates `config` and binds + listens on config.uds_path (a stale socket
   // file there is removed first; one that a live process still listens on,
@@ -166,6 +179,7 @@ class VirtioVsock final : public VirtioDevice {
     std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, tx_packets{0}, tx_bytes{0}, tx_dropped{0};
     std::atomic<uint64_t> rst_sent{0}, rst_dropped{0}, credit_stalls{0}, credit_updates_sent{0};
     std::atomic<uint64_t> bad_rx_chains{0}, socket_wakeups{0}, host_write_blocked{0};
+    std::atomic<uint64_t> timeouts{0};
   };
   using PortKey = std::pair<uint32_t, uint32_t>;  // (host port, guest port)
 
@@ -173,6 +187,9 @@ class VirtioVsock final : public VirtioDevice {
   void on_listener(uint32_t events);
   void resume_listener();
   void on_kick(uint32_t events);
+  void on_timer(uint32_t events);
+  void set_deadline(Connection& c, uint32_t ms);
+  void set_timer(bool on);
   void on_conn_event(uint64_t id, uint32_t events);
   void kick_self();
 
@@ -218,6 +235,8 @@ class VirtioVsock final : public VirtioDevice {
   uint64_t socket_ino_ = 0;
   uint64_t socket_dev_ = 0;
   UniqueFd kick_fd_;
+  UniqueFd timer_fd_;  // deadline ticks (VsockConfig timeouts)
+  bool timer_armed_ = false;
 
   // Set by activate(), cleared by reset(); loop thread only.
   bool active_ = false;

@@ -205,9 +205,9 @@ class VirtioVsockTest : public ::testing::Test {
     return c;
   }
   void create(const VsockConfig& c) { dev_ = std::make_unique<VirtioVsock>(loop_, c); }
-  void start(uint32_t max_connections = 1024) {
+  void start(const std::function<void(VsockConfig&)>& tweak = {}) {
     VsockConfig c = config();
-    c.max_connections = max_connections;
+    if (tweak) tweak(c);
     create(c);
     rxd_.configure(rxq_);
     txd_.configure(txq_);
@@ -987,7 +987,7 @@ TEST_F(VirtioVsockTest, BadRxBuffersAreReturnedAndSkipped) {
 // --- Limits, reset, events ---------------------------------------------------------------
 
 TEST_F(VirtioVsockTest, ConnectionLimit) {
-  start(/*max_connections=*/3);
+  start([](VsockConfig& c) { c.max_connections = 3; });
   give_rx();
   std::vector<UniqueFd> fds;
   for (int i = 0; i < 3; ++i) {
@@ -1009,6 +1009,47 @@ TEST_F(VirtioVsockTest, ConnectionLimit) {
   ASSERT_TRUE(p);
   EXPECT_EQ(p->h.op, vsock::kOpRst);
   EXPECT_EQ(dev_->connection_count(), 3u);
+}
+
+TEST_F(VirtioVsockTest, HandshakeTimeouts) {
+  start([](VsockConfig& c) {
+    c.connect_line_timeout_ms = 150;
+    c.connect_timeout_ms = 150;
+    c.shutdown_timeout_ms = 150;
+  });
+  give_rx();
+  // No CONNECT line.
+  UniqueFd silent = unix_connect(uds_);
+  EXPECT_TRUE(wait_eof(silent.get()));
+  // No answer to the REQUEST: the host sees EOF, the guest an RST.
+  UniqueFd fd = unix_connect(uds_);
+  write_str(fd.get(), "CONNECT 61\n");
+  auto req = next_rx();
+  ASSERT_TRUE(req);
+  ASSERT_EQ(req->h.op, vsock::kOpRequest);
+  EXPECT_TRUE(wait_eof(fd.get()));
+  auto p = next_rx();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->h.op, vsock::kOpRst);
+  EXPECT_EQ(p->h.src_port, req->h.src_port);
+  // No RST after SHUTDOWN(both): the device resets the connection itself.
+  Conn c = host_connect(62);
+  c.fd.reset();
+  p = next_non_credit();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->h.op, vsock::kOpShutdown);
+  p = next_non_credit();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->h.op, vsock::kOpRst);
+  EXPECT_EQ(p->h.dst_port, 62u);
+  EXPECT_TRUE(wait_until([&] { return dev_->connection_count() == 0; }));
+  EXPECT_EQ(dev_->stats().timeouts, 3u);
+  // An established, idle connection is not timed out.
+  UniqueFd listener = unix_listen(uds_ + "_63");
+  Conn idle = guest_connect(listener.get(), 63, 63);
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(dev_->connection_count(), 1u);
+  EXPECT_TRUE(quiet(idle.fd.get(), 10));
 }
 
 TEST_F(VirtioVsockTest, ResetClosesAllConnections) {
