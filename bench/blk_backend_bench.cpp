@@ -30,11 +30,15 @@
 // (user + system of the process, lower is better; less disturbed than wall
 // time on a shared machine).
 //
+// A last table, "ring only", sends zero-length reads that the device
+// completes without file I/O: the cost of one request's trip through the
+// virtqueue, the device and the (host-side) driver.
+//
 // Prints figures (median of --reps runs); not a pass/fail test.
 //
 //   rz_blk_bench [--file /var/tmp/rz_blk_bench.img] [--size-mib 1024]
 //                [--cache warm|cold] [--reps 3] [--rand-ops 200000] [--keep]
-//                [--only seqread|seqwrite|randread] [--variant N (0..4)]
+//                [--only seqread|seqwrite|randread|ring] [--variant N (0..4)]
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -84,7 +88,9 @@ double now_s() {
       .count();
 }
 
-enum class Kind { kSeqRead, kSeqWrite, kRandRead };
+// kRing: zero-length reads, which the device completes without touching the
+// file: what one request costs in the virtqueue and the device alone.
+enum class Kind { kSeqRead, kSeqWrite, kRandRead, kRing };
 
 struct Workload {
   const char* name;
@@ -456,9 +462,12 @@ int main(int argc, char** argv) {
     std::mt19937_64 rng(42);
     const uint64_t ops = cold ? std::min<uint64_t>(rand_ops, 20000) : rand_ops;
     for (uint64_t i = 0; i < ops; ++i) rr.offsets.push_back((rng() % (bytes / 4096)) * 4096);
+    Workload ring{"ring only (0 B)", Kind::kRing, 0, {}};
+    ring.offsets.assign(rand_ops, 0);
     if (only.empty() || only == "seqread") workloads.push_back(std::move(r));
     if (only.empty() || only == "seqwrite") workloads.push_back(std::move(wr));
     if (only.empty() || only == "randread") workloads.push_back(std::move(rr));
+    if (only.empty() || only == "ring") workloads.push_back(std::move(ring));
   }
 
   struct Variant {
@@ -484,7 +493,8 @@ int main(int argc, char** argv) {
       for (size_t vi = 0; vi < kVariants; ++vi) {
         const Variant& v = variants[vi];
         if (only_variant >= 0 && static_cast<size_t>(only_variant) != vi) continue;
-        prepare_cache(fd, bytes, cold, mem);
+        if (w.kind == Kind::kRing && v.kind != 2) continue;  // nothing to compare with
+        if (w.kind != Kind::kRing) prepare_cache(fd, bytes, cold, mem);
         try {
           if (v.kind == 0) runs[vi].push_back(run_raw_sync(fd, mem, w));
           else if (v.kind == 1) runs[vi].push_back(run_raw_uring(fd, v.qd, mem, w));

@@ -343,17 +343,29 @@ void VirtioBlk::pump() {
   // rest is taken by a posted continuation (or by the caller, without a loop).
   uint32_t budget = q.size() != 0 ? q.size() : kQueueSize;
   bool more = false;
-  while (backend_->in_flight() < backend_->max_in_flight()) {
-    if (budget == 0) {
-      more = true;
-      break;
+  for (;;) {
+    bool full = false;
+    for (;;) {
+      if (backend_->in_flight() >= backend_->max_in_flight()) {
+        full = true;
+        break;
+      }
+      if (budget == 0) {
+        more = true;
+        break;
+      }
+      auto chain = q.pop(*mem_);
+      if (!chain) break;
+      --budget;
+      handle(*chain);
     }
-    auto chain = q.pop(*mem_);
-    if (!chain) break;
-    --budget;
-    handle(*chain);
+    backend_->flush_submissions();
+    // Requests the kernel completed while they were submitted (page-cache
+    // hits) are done now: complete them in this pass, and if they free
+    // back-end slots the queue was waiting for, go on taking requests.
+    const uint32_t ready = backend_->poll_ready();
+    if (!(full && ready > 0 && budget > 0)) break;
   }
-  backend_->flush_submissions();
   if (q.broken() && !broken_logged_) {
     broken_logged_ = true;
     log::error("virtio-blk " + path_ + ": request queue broken: " + q.error_message());

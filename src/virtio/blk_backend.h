@@ -8,7 +8,9 @@
 //    submit() returns.
 //  - UringBlockBackend (engine=io_uring) queues requests on an io_uring and
 //    completes them from reap(), which the owner calls when event_fd() is
-//    readable (the device registers that eventfd with the EventLoop).
+//    readable (the device registers that eventfd with the EventLoop), or
+//    from poll_ready() right after submitting, for requests the kernel
+//    finished inline (page-cache hits).
 //
 // Buffers are the guest's own memory: a read or write request carries iovecs
 // that point straight into guest RAM (no bounce copy). They must stay mapped
@@ -81,6 +83,10 @@ class BlockBackend {
   virtual int event_fd() const { return -1; }
   // Delivers the completions that have arrived, without blocking.
   virtual void reap() {}
+  // Delivers completions that are already there (e.g. requests the kernel
+  // finished inline while they were submitted) without any system call;
+  // returns how many. event_fd() may still be readable for them.
+  virtual uint32_t poll_ready() { return 0; }
   // Blocks until nothing is in flight; completions that arrive meanwhile are
   // delivered (the owner may ignore them).
   virtual void drain() {}

@@ -46,6 +46,9 @@ class UringBlockBackend final : public BlockBackend {
       io_uring_queue_exit(&ring_);
       throw Error(errno_message(what + ": engine=io_uring: eventfd", e));
     }
+    // Signalled for every completion. (Not the _async variant: it stays
+    // silent for completions the kernel posts from task work, e.g. buffered
+    // reads that waited for the disk, and those would never be reaped.)
     if (const int e = io_uring_register_eventfd(&ring_, efd_.get()); e < 0) {
       io_uring_queue_exit(&ring_);
       throw Error(errno_message(what + ": engine=io_uring: io_uring_register_eventfd", -e));
@@ -141,16 +144,23 @@ class UringBlockBackend final : public BlockBackend {
   void reap() override {
     eventfd_t ignored;
     (void)eventfd_read(efd_.get(), &ignored);  // clear before looking
+    poll_ready();
+  }
+
+  uint32_t poll_ready() override {
     // Bounded by the completions present now: resubmissions made here are
     // only handed to the kernel after the loop.
+    uint32_t n = 0;
     io_uring_cqe* cqe = nullptr;
-    for (unsigned n = 0; n < 2 * kRingEntries && io_uring_peek_cqe(&ring_, &cqe) == 0; ++n) {
+    while (n < 2 * kRingEntries && io_uring_peek_cqe(&ring_, &cqe) == 0) {
       const uint64_t index = cqe->user_data;
       const int res = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
+      ++n;
       if (index < slots_.size()) on_cqe(static_cast<uint32_t>(index), res);
     }
     flush_submissions();
+    return n;
   }
 
   void drain() override {

@@ -436,6 +436,26 @@ TEST_P(VirtioBlkTest, WriteDataIsInFileWhenUsedElementAppears) {
   EXPECT_EQ(seen, kWrites);
 }
 
+// Reads that have to wait for the disk complete later, from kernel task
+// work rather than inline: their completions must still wake the owner of
+// completion_fd().
+TEST_P(VirtioBlkTest, ReadsFromDiskComplete) {
+  BlkHarness h(config());
+  int fd = ::open(image.path().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ::fdatasync(fd);
+  ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  ::close(fd);
+  std::vector<Req> reqs;
+  for (uint64_t s = 0; s < 64; ++s) reqs.push_back(h.read(s * 61 % kImageSectors, {512}));
+  h.run();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_TRUE(h.drv->pop_used().has_value()) << i;
+    EXPECT_EQ(h.status(reqs[i]), kVirtioBlkSOk);
+    EXPECT_EQ(h.data(reqs[i]), pattern_bytes(i * 61 % kImageSectors * 512, 512)) << i;
+  }
+}
+
 // More requests than the io_uring back-end can hold: the rest wait in the
 // virtqueue and are taken as slots free up.
 TEST_P(VirtioBlkTest, ManyRequestsWithBoundedInFlight) {
