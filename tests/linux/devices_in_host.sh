@@ -1,0 +1,488 @@
+#!/bin/bash
+# Runs inside a host with a hardware-assisted /dev/kvm (the nested test host,
+# or this machine when it is one): boots Debian's cloud kernel from the guest
+# kit with ringzero's virtio devices and checks, from both sides, what went
+# through them. Usage:
+#   devices_in_host.sh RINGZERO TOOLS_DIR KIT_DIR [case...]
+# TOOLS_DIR holds the static rz-sock and rz-blk (tests/linux/guest-tools, built
+# by CMake); they go into the guest with rz-devtest in an extra cpio archive
+# appended to the kit's initramfs. Cases (default: all):
+#   blk-sync blk-io_uring  three disks: the kit's ext4 image readonly=on (the
+#           guest checks it and fails to write it; the image stays unchanged),
+#           a copy of pattern.raw (the guest writes, zeroes and discards ranges;
+#           the host finds exactly that in the file) and an empty ext4 (the
+#           guest writes a file; e2fsck and debugfs on the host find it);
+#           blk-sync also checks that a second ringzero cannot open a writable
+#           disk that is in use.
+#   rng     64 KiB from /dev/hwrng twice: virtio_rng is the current rng, the
+#           data is not constant and differs between reads.
+#   net     TAP rztap0 (169.254.77.1/24) <-> guest eth0 (169.254.77.2/24):
+#           MAC, ping, full-size ping, 4 MiB each way over TCP on a
+#           guest-initiated and on a host-initiated connection, with sha256.
+#   vsock   guest CID 3 on a Unix socket: host-initiated (CONNECT 5000) and
+#           guest-initiated (CID 2 port 6000 -> <socket>_6000) connections,
+#           4 MiB each way with sha256; a connection to a port nobody listens
+#           on is refused.
+# RZ_DEVTEST_VMM=qemu boots the same guests with QEMU's virtio devices instead
+# (to check the test itself; QEMU here has no vsock). Prints one line per check
+# and "N passed, N failed" at the end; exits non-zero on any failure.
+set -u
+export PATH=$PATH:/usr/sbin:/sbin
+rz=$1 tools=$2 kit=$3
+shift 3
+cases=("$@")
+[ ${#cases[@]} -eq 0 ] && cases=(blk-sync blk-io_uring rng net vsock)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+vmm=${RZ_DEVTEST_VMM:-ringzero}
+boot_timeout=${RZ_DEVTEST_BOOT_TIMEOUT:-900}
+pass=0 fail=0
+work=$(mktemp -d /tmp/rz-devices.XXXXXX)
+declare -a bg_pids=()
+declare -A vm_pid=() vm_t0=()
+cleanup() {
+  local p
+  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+  ip link del rztap0 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { echo "ok   $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+note() { echo "     $*"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# shellcheck source=/dev/null
+source "$kit/env" || { echo "FAIL no kit environment in $kit"; exit 1; }
+for f in "$tools/rz-sock" "$tools/rz-blk" "$here/guest-tools/rz-devtest"; do
+  [ -x "$f" ] || { echo "FAIL missing $f (build the target rz_guest_tools)"; exit 1; }
+done
+pat() { "$tools/rz-sock" pattern "$@"; }
+
+# The guest's initramfs: the kit's, then an archive with the test tools.
+mkdir -p "$work/extra/bin"
+cp "$tools/rz-sock" "$tools/rz-blk" "$here/guest-tools/rz-devtest" "$work/extra/bin/"
+chmod 755 "$work/extra/bin/"*
+(cd "$work/extra" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$work/extra.cpio" ||
+  { echo "FAIL cpio failed"; exit 1; }
+cat "$kit/initrd.img" "$work/extra.cpio" >"$work/initrd.img"
+
+# --- starting and ending a guest -------------------------------------------
+# Device specs, translated for the VMM:
+#   disk:ro|rw:FILE:ENGINE:SERIAL  net:TAP:MAC  rng  vsock:CID:PATH
+vmm_args() {
+  local spec i=0 mode file engine serial aio
+  for spec in "$@"; do
+    case $spec in
+      disk:*)
+        IFS=: read -r _ mode file engine serial <<<"$spec"
+        if [ "$vmm" = qemu ]; then
+          aio=threads
+          [ "$engine" = io_uring ] && aio=io_uring
+          echo "-drive"
+          echo "file=$file,if=none,id=d$i,format=raw,aio=$aio$([ "$mode" = ro ] && echo ,readonly=on)"
+          echo "-device"
+          echo "virtio-blk-pci,drive=d$i,serial=$serial"
+        else
+          echo "--disk"
+          echo "path=$file,engine=$engine,serial=$serial$([ "$mode" = ro ] && echo ,readonly=on)"
+        fi
+        i=$((i + 1)) ;;
+      net:*)
+        tap=${spec#net:}
+        mac=${tap#*:}
+        tap=${tap%%:*}
+        if [ "$vmm" = qemu ]; then
+          printf '%s\n' -netdev "tap,id=n$i,ifname=$tap,script=no,downscript=no,vhost=off" \
+            -device "virtio-net-pci,netdev=n$i,mac=$mac"
+        else
+          printf '%s\n' --net "tap=$tap,mac=$mac"
+        fi
+        i=$((i + 1)) ;;
+      rng)
+        if [ "$vmm" = qemu ]; then printf '%s\n' -device virtio-rng-pci; else echo --rng; fi ;;
+      vsock:*)
+        local rest=${spec#vsock:}
+        if [ "$vmm" = qemu ]; then
+          printf '%s\n' -device "vhost-vsock-pci,guest-cid=${rest%%:*}"
+        else
+          printf '%s\n' --vsock "cid=${rest%%:*},socket=${rest#*:}"
+        fi ;;
+      *) echo "devices_in_host: bad device spec $spec" >&2; return 1 ;;
+    esac
+  done
+}
+
+# vmm_start NAME GUEST_CASE DEVICE_SPEC...: boots in the background; the console
+# goes to $work/NAME.out, the VMM's stderr to $work/NAME.err.
+vmm_start() {
+  local name=$1 gcase=$2 cmdline
+  shift 2
+  local -a dev=()
+  local args
+  args=$(vmm_args "$@") || return 1
+  [ -n "$args" ] && mapfile -t dev <<<"$args"
+  cmdline="console=ttyS0 panic=-1 quiet rz.case=$name rzkit.cmd=$(printf 'rz-devtest %s\n' "$gcase" | base64 -w0)"
+  local -a cmd
+  if [ "$vmm" = qemu ]; then
+    cmd=(qemu-system-x86_64 -M q35 -accel kvm -cpu host -smp 2 -m 256 -nodefaults -no-user-config
+      -display none -serial stdio -no-reboot -kernel "$kit/vmlinuz" -initrd "$work/initrd.img"
+      -append "$cmdline" "${dev[@]}")
+  else
+    cmd=("$rz" run --kernel "$kit/vmlinuz" --initrd "$work/initrd.img" --cmdline "$cmdline"
+      --cpus 2 --memory 256M "${dev[@]}")
+  fi
+  printf '%q ' "${cmd[@]}" >"$work/$name.cmd"
+  vm_t0[$name]=$(now)
+  timeout --kill-after=10 "$boot_timeout" "${cmd[@]}" </dev/null >"$work/$name.out" 2>"$work/$name.err" &
+  vm_pid[$name]=$!
+}
+
+# vmm_wait NAME: waits for the VMM; leaves $work/NAME.log (console, \r removed)
+# and $work/NAME.status.
+vmm_wait() {
+  local name=$1 st
+  wait "${vm_pid[$name]}"
+  st=$?
+  echo $st >"$work/$name.status"
+  tr -d '\r' <"$work/$name.out" >"$work/$name.log"
+  note "$name: $vmm exited $st after $(since "${vm_t0[$name]}") s"
+}
+
+# wait_line NAME PATTERN: waits until the console shows PATTERN or the VMM ends.
+wait_line() {
+  local name=$1 pattern=$2 pid=${vm_pid[$1]}
+  while kill -0 "$pid" 2>/dev/null; do
+    grep -aq "$pattern" "$work/$name.out" 2>/dev/null && return 0
+    sleep 1
+  done
+  grep -aq "$pattern" "$work/$name.out" 2>/dev/null
+}
+
+show() {
+  echo "---- $1: command: $(cat "$work/$1.cmd")"
+  echo "---- $1: console (last 40 lines):"; tail -40 "$work/$1.log" | sed 's/^/     | /'
+  echo "---- $1: stderr (last 20 lines):"; tail -20 "$work/$1.err" | sed 's/^/     | /'
+}
+
+# val NAME KEY: the guest's "RZV KEY=value" line.
+val() { awk -v k="RZV $2=" 'index($0, k) == 1 { print substr($0, length(k) + 1); exit }' "$work/$1.log"; }
+
+# check_eq NAME KEY EXPECTED DESCRIPTION
+check_eq() {
+  local got
+  got=$(val "$1" "$2")
+  if [ "$got" = "$3" ]; then ok "$1: $4"; else bad "$1: $4: $2='$got', expected '$3'"; fi
+}
+# check_status0 NAME KEY DESCRIPTION: the value's first word is 0.
+check_status0() {
+  local got
+  got=$(val "$1" "$2")
+  if [ "${got%% *}" = 0 ]; then ok "$1: $3"; else bad "$1: $3: $2='$got'"; fi
+}
+# check_failed NAME KEY DESCRIPTION: the value's first word is a non-zero status.
+check_failed() {
+  local got
+  got=$(val "$1" "$2")
+  case ${got%% *} in
+    ''|0|*[!0-9]*) bad "$1: $3: $2='$got' (wanted a failure status)" ;;
+    *) ok "$1: $3 (${got})" ;;
+  esac
+}
+# check_ge NAME KEY MIN DESCRIPTION
+check_ge() {
+  local got
+  got=$(val "$1" "$2")
+  if [[ $got =~ ^[0-9]+$ ]] && [ "$got" -ge "$3" ]; then ok "$1: $4 ($2=$got)"; else bad "$1: $4: $2='$got', wanted >= $3"; fi
+}
+
+# check_boot NAME GUEST_CASE VIRTIO_COUNTS: the guest came up with the expected
+# devices, ran the case to its end and powered off; the VMM exited 0.
+check_boot() {
+  local name=$1 gcase=$2 virtio=$3 line st before=$fail
+  st=$(cat "$work/$name.status")
+  line=$(grep -a '^RZKIT-READY' "$work/$name.log" | head -1)
+  if [ -z "$line" ]; then
+    bad "$name: no RZKIT-READY marker (the guest did not reach its /init)"
+  else
+    case $line in
+      *" virtio=$virtio "*) ok "$name: guest sees virtio=$virtio" ;;
+      *) bad "$name: guest sees $(echo "$line" | grep -o 'virtio=[^ ]*') $(echo "$line" | grep -o 'virtio_bound=[^ ]*'), expected virtio=$virtio" ;;
+    esac
+  fi
+  grep -aq "^RZG done $gcase\$" "$work/$name.log" && ok "$name: guest ran the $gcase checks to the end" ||
+    bad "$name: guest did not finish the $gcase checks"
+  grep -aq '^RZKIT-CMD-EXIT 0$' "$work/$name.log" && ok "$name: guest command exited 0" ||
+    bad "$name: guest command: $(grep -a '^RZKIT-CMD-EXIT' "$work/$name.log" || echo 'no RZKIT-CMD-EXIT line')"
+  if [ "$st" = 0 ]; then
+    ok "$name: $vmm exited 0"
+  else
+    bad "$name: $vmm exited $st (124: timed out after $boot_timeout s)"
+  fi
+  if [ "$vmm" = ringzero ]; then
+    if grep -q 'guest powered off' "$work/$name.err"; then ok "$name: ringzero reports the power-off"; else bad "$name: ringzero did not report 'guest powered off'"; fi
+  fi
+  grep -a 'RZKIT-WARN' "$work/$name.log" | sed 's/^/     guest warning: /'
+  [ "$fail" -gt "$before" ] && show "$name"
+}
+
+# --- blk ----------------------------------------------------------------------
+case_blk() {
+  local engine=$1 name=blk-$1 ro rw fs exp before
+  ro=$work/ro-$engine.ext4 rw=$work/rw-$engine.raw fs=$work/fs-$engine.ext4
+  cp "$RZKIT_EXT4_DISK" "$ro" && cp "$RZKIT_PATTERN_DISK" "$rw" && chmod 644 "$ro" "$rw" &&
+    mkfs.ext4 -q -F -L rzfs "$fs" 16M || { bad "$name: preparing the disk images failed"; return; }
+  before=$fail
+  vmm_start "$name" blk "disk:ro:$ro:$engine:rzro" "disk:rw:$rw:$engine:rzraw" "disk:rw:$fs:$engine:rzfs"
+
+  if [ "$vmm" = ringzero ] && [ "$engine" = sync ]; then
+    # While the first one runs, a second ringzero must not get the writable disk.
+    sleep 5
+    local t1 st2
+    t1=$(now)
+    timeout --kill-after=5 60 "$rz" run --kernel "$kit/vmlinuz" --initrd "$kit/initrd.img" \
+      --cmdline "console=ttyS0 quiet" --memory 64M --disk "path=$rw" </dev/null >"$work/lock.out" 2>"$work/lock.err"
+    st2=$?
+    if [ "$st2" != 0 ] && [ "$st2" != 124 ] && grep -q 'in use' "$work/lock.err"; then
+      ok "$name: a second ringzero cannot open the disk in use (exit $st2 after $(since "$t1") s: $(head -1 "$work/lock.err"))"
+    else
+      bad "$name: second ringzero on the disk in use exited $st2; stderr: $(head -3 "$work/lock.err" | tr '\n' ' ')"
+    fi
+  fi
+  vmm_wait "$name"
+  check_boot "$name" blk "blk:3,net:0,console:0,rng:0,vsock:0 virtio_bound=3"
+
+  # What the guest saw.
+  check_eq "$name" vda_serial rzro "serial of vda (GET_ID)"
+  check_eq "$name" vdb_serial rzraw "serial of vdb"
+  check_eq "$name" vda_sectors 65536 "vda has 65536 sectors"
+  check_eq "$name" vdb_sectors 32768 "vdb has 32768 sectors"
+  check_eq "$name" vdc_sectors 32768 "vdc has 32768 sectors"
+  check_eq "$name" vda_ro 1 "the readonly=on disk is read-only in the guest"
+  check_eq "$name" vdb_ro 0 "the writable disk is writable in the guest"
+  check_eq "$name" vda_sha256 "$RZKIT_EXT4_SHA256" "sha256 of the whole read-only disk"
+  check_status0 "$name" vda_mount "the read-only ext4 disk mounts"
+  local h f
+  while read -r h f; do
+    check_eq "$name" "file_$f" "$h" "sha256 of $f on the read-only ext4 disk"
+  done <"$RZKIT_DIR/disks/ext4.files.sha256"
+  check_failed "$name" vda_write "a write to the read-only disk fails"
+  check_failed "$name" vda_write_direct "an O_DIRECT write to the read-only disk fails"
+  local p11 p12 z1m
+  pat 11 1048576 >"$work/p11"
+  pat 12 262144 >"$work/p12"
+  p11=$(sha "$work/p11") p12=$(sha "$work/p12")
+  z1m=$(head -c 1048576 /dev/zero | sha256sum | cut -d' ' -f1)
+  check_status0 "$name" vdb_write "1 MiB written to the raw disk (buffered, fsync)"
+  check_status0 "$name" vdb_write_direct "256 KiB written to the raw disk with O_DIRECT"
+  check_status0 "$name" vdb_zeroout "BLKZEROOUT on 1 MiB"
+  local dmax
+  dmax=$(val "$name" vdb_discard_max)
+  if [ -n "$dmax" ] && [ "$dmax" != 0 ]; then
+    check_status0 "$name" vdb_discard "BLKDISCARD on 1 MiB (discard_max_bytes=$dmax)"
+  else
+    bad "$name: the writable disk offers no discard (discard_max_bytes='$dmax')"
+  fi
+  note "$name: write_zeroes_max_bytes=$(val "$name" vdb_write_zeroes_max) write_cache=$(val "$name" vdb_cache)"
+  check_status0 "$name" vdb_flush "fsync of the raw disk"
+  check_eq "$name" vdb_readback_p11 "$p11" "guest reads back the buffered write (O_DIRECT)"
+  check_eq "$name" vdb_readback_p12 "$p12" "guest reads back the O_DIRECT write"
+  check_eq "$name" vdb_readback_zero "$z1m" "guest reads zeroes back from the zeroed range"
+  check_eq "$name" vdb_sector_100 "RZKIT-PATTERN sector 0000000100" "an untouched sector reads back unchanged"
+  check_status0 "$name" vdc_mount "the empty ext4 disk mounts read-write"
+  check_status0 "$name" vdc_write "a file is written to it"
+  check_status0 "$name" vdc_umount "it unmounts"
+
+  # What the host finds in the image files after ringzero exited.
+  local got
+  got=$(sha "$ro")
+  [ "$got" = "$RZKIT_EXT4_SHA256" ] && ok "$name: the read-only image is unchanged" ||
+    bad "$name: the read-only image changed: sha256 $got, expected $RZKIT_EXT4_SHA256; first differences: $(cmp -l "$RZKIT_EXT4_DISK" "$ro" | head -3 | tr '\n' ' ')"
+  exp=$work/expected-$engine.raw
+  cp "$RZKIT_PATTERN_DISK" "$exp"
+  dd if="$work/p11" of="$exp" bs=65536 seek=48 conv=notrunc status=none
+  dd if="$work/p12" of="$exp" bs=65536 seek=80 conv=notrunc status=none
+  dd if=/dev/zero of="$exp" bs=65536 seek=128 count=16 conv=notrunc status=none
+  local keep zeroed
+  keep=$(sha "$exp")
+  dd if=/dev/zero of="$exp" bs=65536 seek=192 count=16 conv=notrunc status=none
+  zeroed=$(sha "$exp")
+  got=$(sha "$rw")
+  if [ "$got" = "$zeroed" ]; then
+    ok "$name: the raw image holds exactly the guest's writes and zeroes (discarded range reads as zeroes)"
+  elif [ "$got" = "$keep" ]; then
+    ok "$name: the raw image holds exactly the guest's writes and zeroes (discarded range kept its data)"
+  else
+    bad "$name: the raw image differs from the expected one: $(cmp "$exp" "$rw" 2>&1 | head -1); differing bytes: $(cmp -l "$exp" "$rw" 2>/dev/null | wc -l)"
+  fi
+  local fsck
+  fsck=$(e2fsck -fn "$fs" 2>&1)
+  [ $? = 0 ] && ok "$name: e2fsck finds the guest-written ext4 clean" ||
+    bad "$name: e2fsck on the guest-written ext4: $(echo "$fsck" | tail -5 | tr '\n' ' ')"
+  rm -f "$work/data.bin"
+  debugfs -R "dump /data.bin $work/data.bin" "$fs" >/dev/null 2>&1
+  got=$(sha "$work/data.bin" 2>/dev/null)
+  [ "$got" = "$p11" ] && ok "$name: the host finds the guest's file on the ext4 disk (sha256 matches)" ||
+    bad "$name: the guest's file on the ext4 disk has sha256 '$got', expected $p11"
+  got=$(debugfs -R "cat /d/note.txt" "$fs" 2>/dev/null)
+  [ "$got" = "written by the guest" ] && ok "$name: the host reads d/note.txt" ||
+    bad "$name: d/note.txt holds '$got'"
+  [ "$fail" -gt "$before" ] && grep -a '^RZV' "$work/$name.log" | sed 's/^/     guest: /'
+}
+
+# --- rng ----------------------------------------------------------------------
+case_rng() {
+  local name=rng before=$fail
+  vmm_start "$name" rng rng
+  vmm_wait "$name"
+  check_boot "$name" rng "blk:0,net:0,console:0,rng:1,vsock:0 virtio_bound=1"
+  local cur
+  cur=$(val "$name" rng_current)
+  case $cur in
+    virtio_rng*) ok "$name: the current hw_random source is $cur" ;;
+    *) bad "$name: rng_current='$cur' (available: '$(val "$name" rng_available)')" ;;
+  esac
+  local r
+  for r in r1 r2; do
+    check_status0 "$name" ${r}_dd "read $r from /dev/hwrng"
+    check_eq "$name" ${r}_bytes 65536 "$r has 64 KiB"
+    check_ge "$name" ${r}_nonzero_bytes 64000 "$r is not mostly zero bytes"
+    check_ge "$name" ${r}_gzip_bytes 65000 "$r does not compress"
+    check_eq "$name" ${r}_distinct_values 256 "$r holds all 256 byte values"
+  done
+  local s1 s2
+  s1=$(val "$name" r1_sha256) s2=$(val "$name" r2_sha256)
+  [ -n "$s1" ] && [ "$s1" != "$s2" ] && ok "$name: two reads differ" || bad "$name: two reads are equal or missing ($s1 / $s2)"
+  [ "$fail" -gt "$before" ] && grep -a '^RZV' "$work/$name.log" | sed 's/^/     guest: /'
+}
+
+# --- net ----------------------------------------------------------------------
+case_net() {
+  local name=net before=$fail mac=06:00:ac:10:00:02
+  ip link del rztap0 2>/dev/null
+  if ! { ip tuntap add dev rztap0 mode tap && ip addr add 169.254.77.1/24 dev rztap0 && ip link set rztap0 up; }; then
+    bad "$name: cannot create the TAP device rztap0"
+    return
+  fi
+  pat 22 4194304 >"$work/p22"
+  pat 24 4194304 >"$work/p24"
+  # Port 5000: the guest connects here, sends pattern 21 and receives pattern 22.
+  "$tools/rz-sock" -t "$boot_timeout" tcp-listen 5000 <"$work/p22" >"$work/recv5000" 2>"$work/host5000.err" &
+  local l5000=$!
+  bg_pids+=("$l5000")
+  vmm_start "$name" net "net:rztap0:$mac"
+  # Port 5001: the host connects to the guest once it listens.
+  local c5001=""
+  if wait_line "$name" '^RZG net-listening'; then
+    "$tools/rz-sock" -t 600 -r 120 tcp-connect 169.254.77.2 5001 <"$work/p24" >"$work/recv5001" 2>"$work/host5001.err" &
+    c5001=$!
+    bg_pids+=("$c5001")
+  fi
+  vmm_wait "$name"
+  check_boot "$name" net "blk:0,net:1,console:0,rng:0,vsock:0 virtio_bound=1"
+  check_eq "$name" eth0_mac "$mac" "eth0 has the MAC given to --net"
+  check_eq "$name" eth0_driver virtio_net "eth0 is driven by virtio_net"
+  check_status0 "$name" eth0_setup "eth0 configured"
+  check_status0 "$name" ping_status "the guest pings the host ($(val "$name" ping_summary))"
+  check_eq "$name" ping_summary "3 packets transmitted, 3 packets received, 0% packet loss" "no ping lost"
+  check_status0 "$name" ping_big_status "1500-byte frames ($(val "$name" ping_big_summary))"
+  local st
+  # Guest-initiated connection.
+  kill -0 $l5000 2>/dev/null && { sleep 5; kill $l5000 2>/dev/null; }
+  wait $l5000
+  st=$?
+  check_status0 "$name" tcp5000_status "guest-initiated TCP connection: guest side ($(val "$name" tcp5000_log))"
+  check_eq "$name" tcp5000_recv_sha256 "$(sha "$work/p22")" "host -> guest 4 MiB on the guest's connection, sha256"
+  local got
+  got=$(sha "$work/recv5000")
+  [ $st = 0 ] && [ "$got" = "$(pat 21 4194304 | sha256sum | cut -d' ' -f1)" ] &&
+    ok "$name: guest -> host 4 MiB on the guest's connection, sha256 ($(cat "$work/host5000.err"))" ||
+    bad "$name: guest -> host on the guest's connection: listener exited $st, $(wc -c <"$work/recv5000") bytes, sha256 $got; $(cat "$work/host5000.err")"
+  # Host-initiated connection.
+  if [ -n "$c5001" ]; then
+    kill -0 $c5001 2>/dev/null && { sleep 5; kill $c5001 2>/dev/null; }
+    wait $c5001
+    st=$?
+    check_status0 "$name" tcp5001_status "host-initiated TCP connection: guest side ($(val "$name" tcp5001_log))"
+    check_eq "$name" tcp5001_recv_sha256 "$(sha "$work/p24")" "host -> guest 4 MiB on the host's connection, sha256"
+    got=$(sha "$work/recv5001")
+    [ $st = 0 ] && [ "$got" = "$(pat 23 4194304 | sha256sum | cut -d' ' -f1)" ] &&
+      ok "$name: guest -> host 4 MiB on the host's connection, sha256 ($(cat "$work/host5001.err"))" ||
+      bad "$name: guest -> host on the host's connection: client exited $st, $(wc -c <"$work/recv5001") bytes, sha256 $got; $(cat "$work/host5001.err")"
+  else
+    bad "$name: the guest never said it listens on port 5001"
+  fi
+  note "$name: guest $(val "$name" eth0_stats)"
+  note "$name: host rztap0 $(ip -s -o link show rztap0 2>/dev/null | tr -s ' ' | cut -c1-300)"
+  [ "$fail" -gt "$before" ] && grep -a '^RZV' "$work/$name.log" | sed 's/^/     guest: /'
+  ip link del rztap0 2>/dev/null
+}
+
+# --- vsock --------------------------------------------------------------------
+case_vsock() {
+  local name=vsock before=$fail sock=$work/rz.vsock
+  if [ "$vmm" = qemu ]; then
+    note "vsock: skipped (QEMU has no vhost-vsock here)"
+    return
+  fi
+  pat 32 4194304 >"$work/p32"
+  pat 34 4194304 >"$work/p34"
+  # Guest-initiated: CID 2 port 6000 arrives at <socket>_6000.
+  "$tools/rz-sock" -t "$boot_timeout" uds-listen "${sock}_6000" <"$work/p34" >"$work/recv6000" 2>"$work/host6000.err" &
+  local l6000=$!
+  bg_pids+=("$l6000")
+  vmm_start "$name" vsock "vsock:3:$sock"
+  local c5000=""
+  if wait_line "$name" '^RZG vsock-listening'; then
+    "$tools/rz-sock" -t 600 -r 120 uds-connect "$sock" 5000 <"$work/p32" >"$work/recv5000" 2>"$work/host5000.err" &
+    c5000=$!
+    bg_pids+=("$c5000")
+  fi
+  vmm_wait "$name"
+  check_boot "$name" vsock "blk:0,net:0,console:0,rng:0,vsock:1 virtio_bound=1"
+  check_eq "$name" vsock_cid 3 "the guest's CID is 3"
+  local st got
+  kill -0 $l6000 2>/dev/null && { sleep 5; kill $l6000 2>/dev/null; }
+  wait $l6000
+  st=$?
+  check_status0 "$name" vsock6000_status "guest-initiated connection to port 6000: guest side ($(val "$name" vsock6000_log))"
+  check_eq "$name" vsock6000_recv_sha256 "$(sha "$work/p34")" "host -> guest 4 MiB on the guest's connection, sha256"
+  got=$(sha "$work/recv6000")
+  [ $st = 0 ] && [ "$got" = "$(pat 33 4194304 | sha256sum | cut -d' ' -f1)" ] &&
+    ok "$name: guest -> host 4 MiB on the guest's connection, sha256 ($(cat "$work/host6000.err"))" ||
+    bad "$name: guest -> host on the guest's connection: host listener exited $st, $(wc -c <"$work/recv6000") bytes, sha256 $got; $(cat "$work/host6000.err")"
+  if [ -n "$c5000" ]; then
+    kill -0 $c5000 2>/dev/null && { sleep 5; kill $c5000 2>/dev/null; }
+    wait $c5000
+    st=$?
+    check_status0 "$name" vsock5000_status "host-initiated connection to port 5000: guest side ($(val "$name" vsock5000_log))"
+    check_eq "$name" vsock5000_recv_sha256 "$(sha "$work/p32")" "host -> guest 4 MiB on the host's connection, sha256"
+    got=$(sha "$work/recv5000")
+    [ $st = 0 ] && [ "$got" = "$(pat 31 4194304 | sha256sum | cut -d' ' -f1)" ] &&
+      ok "$name: guest -> host 4 MiB on the host's connection, sha256 ($(cat "$work/host5000.err"))" ||
+      bad "$name: guest -> host on the host's connection: host client exited $st, $(wc -c <"$work/recv5000") bytes, sha256 $got; $(cat "$work/host5000.err")"
+    grep -q 'host_port [0-9][0-9]*' "$work/host5000.err" && ok "$name: CONNECT 5000 answered 'OK <port>'" ||
+      bad "$name: no 'OK <port>' answer to CONNECT 5000: $(cat "$work/host5000.err")"
+  else
+    bad "$name: the guest never said it listens on port 5000"
+  fi
+  check_failed "$name" vsock6001_status "a connection to host port 6001 (no listener) is refused"
+  [ "$fail" -gt "$before" ] && grep -a '^RZV' "$work/$name.log" | sed 's/^/     guest: /'
+}
+
+for c in "${cases[@]}"; do
+  t0=$(now)
+  case $c in
+    blk-sync) case_blk sync ;;
+    blk-io_uring) case_blk io_uring ;;
+    rng) case_rng ;;
+    net) case_net ;;
+    vsock) case_vsock ;;
+    *) bad "unknown case $c" ;;
+  esac
+  note "case $c took $(since "$t0") s"
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
