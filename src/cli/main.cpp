@@ -87,6 +87,10 @@ int cmd_run(const rz::cli::RunOptions& o) {
   cfg.cmdline = o.cmdline;
   cfg.cpus = o.cpus;
   cfg.memory = o.memory;
+  cfg.disks = o.disks;
+  for (const auto& n : o.nets) cfg.nets.push_back({n.tap, n.mac});
+  cfg.rng = o.rng;
+  cfg.vsock = o.vsock;
   rz::vmm::Machine machine(cfg, host);
 
   rz::vmm::ExitStatus st;

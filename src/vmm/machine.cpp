@@ -20,6 +20,12 @@
 #include "devices/pvpanic.h"
 #include "devices/uart16550.h"
 #include "util/log.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
+#include "virtio/rng.h"
+#include "virtio/tap.h"
+#include "virtio/vsock.h"
+#include "vmm/pci_platform.h"
 #include "x86/acpi.h"
 #include "x86/cpu_setup.h"
 #include "x86/cpuid.h"
@@ -115,15 +121,20 @@ Machine::Machine(const MachineConfig& cfg, const HostKvm& host)
   // Intel; put them just below the IOAPIC, inside the MMIO hole.
   vm_.set_identity_map_addr(0xfeffc000);
   vm_.set_tss_addr(0xfeffd000);
-  vm_.create_irqchip();
-  gsi_routing_.commit();  // the PIT's IRQ 0 on IOAPIC pin 2, as the MADT says
-  vm_.create_pit2();
-
+  // Memory slots before the in-kernel devices: a slot change waits for an
+  // SRCU grace period, which is quick on a fresh VM but takes milliseconds
+  // right after KVM_CREATE_IRQCHIP/PIT2 (measured: 7-8 ms per start, see
+  // bench/README.md).
   mem_ = memory::GuestMemory::create_x86(cfg_.memory);
   uint32_t slot = 0;
   for (const auto& r : mem_.regions()) vm_.set_user_memory_region(slot++, r.gpa, r.size, r.host);
 
+  vm_.create_irqchip();
+  gsi_routing_.commit();  // the PIT's IRQ 0 on IOAPIC pin 2, as the MADT says
+  vm_.create_pit2();
+
   setup_devices();
+  setup_pci_devices();
   load_guest();
 }
 
@@ -133,6 +144,35 @@ Machine::~Machine() {
   kick_vcpus();
   for (auto& t : vcpus_)
     if (t->thread.joinable()) t->thread.join();
+  if (pci_) {
+    loop_.start();      // devices stop on the loop thread
+    pci_->reset_all();
+    loop_.stop();
+    pci_.reset();
+  }
+}
+
+void Machine::setup_pci_devices() {
+  using namespace rz::x86;
+  // The 64-bit BAR window starts at the first 1 GiB boundary above RAM.
+  const uint64_t low = std::min(cfg_.memory, kMmioHoleStart);
+  const uint64_t ram_top = kRamAbove4gStart + (cfg_.memory - low);
+  const uint64_t mmio64_start = (ram_top + GiB - 1) & ~(GiB - 1);
+  const uint64_t mmio64_end = mmio64_start + 64 * GiB;
+  auto on_request = [this](devices::GuestRequest r) {
+    if (r == devices::GuestRequest::Reset) request_exit({ExitKind::Reset, "guest requested a reset"});
+  };
+  pci_ = std::make_unique<PciPlatform>(vm_, mem_, pio_, mmio_, loop_, mmio64_start, mmio64_end, on_request);
+  for (const auto& spec : cfg_.disks)
+    pci_->add_virtio_device(std::make_unique<virtio::VirtioBlk>(virtio::parse_blk_config(spec), &loop_));
+  for (const auto& n : cfg_.nets) {
+    virtio::NetConfig nc;
+    nc.mac = n.mac.empty() ? virtio::random_mac() : *virtio::parse_mac(n.mac);
+    pci_->add_virtio_device(std::make_unique<virtio::VirtioNet>(loop_, virtio::Tap::open(n.tap), nc));
+  }
+  if (cfg_.rng) pci_->add_virtio_device(std::make_unique<virtio::VirtioRng>());
+  if (!cfg_.vsock.empty())
+    pci_->add_virtio_device(std::make_unique<virtio::VirtioVsock>(loop_, virtio::parse_vsock_spec(cfg_.vsock)));
 }
 
 void Machine::setup_devices() {
@@ -176,7 +216,7 @@ void Machine::load_guest() {
 
   boot::BootInputs in;
   in.cmdline = cfg_.cmdline;
-  in.e820 = boot::build_e820(cfg_.memory);
+  in.e820 = boot::build_e820(cfg_.memory, pci_->ecam_base(), pci_->ecam_size());
   if (!cfg_.initrd.empty()) {
     const auto initrd = boot::read_file(cfg_.initrd, "initrd");
     if (initrd.empty()) throw UsageError("initrd " + cfg_.initrd + " is empty");
@@ -186,6 +226,7 @@ void Machine::load_guest() {
 
   AcpiConfig acfg;
   acfg.num_cpus = cfg_.cpus;
+  pci_->fill_acpi(acfg);
   const AcpiImage acpi = build_acpi_tables(acfg);
   if (!mem_.write(acpi.base, acpi.bytes.data(), acpi.bytes.size()))
     throw Error("guest memory too small for the ACPI tables");
@@ -387,6 +428,7 @@ void Machine::vcpu_loop(VcpuThread& t) {
 
 ExitStatus Machine::run(int signal_fd) {
   install_kick_handler();
+  loop_.start();
   {
     // vCPU threads start with every signal blocked but the kick.
     sigset_t all, old;
@@ -449,6 +491,8 @@ ExitStatus Machine::run(int signal_fd) {
   kick_vcpus();
   for (auto& t : vcpus_)
     if (t->thread.joinable()) t->thread.join();
+  pci_->reset_all();  // devices stop on the loop thread, in-flight I/O is dropped
+  loop_.stop();
   console_out_.flush();  // everything the guest printed, before the exit line
   std::lock_guard<std::mutex> lk(exit_mu_);
   return exit_status_;

@@ -14,12 +14,17 @@
 #include "devices/bus.h"
 #include "kvm/kvm.h"
 #include "memory/guest_memory.h"
+#include "util/event_loop.h"
 #include "vmm/console_output.h"
 #include "vmm/gsi_routing.h"
 #include "vmm/host_check.h"
 
 namespace rz::devices {
 class Uart16550;
+}
+
+namespace rz::vmm {
+class PciPlatform;
 }
 
 namespace rz::vmm {
@@ -32,6 +37,15 @@ struct MachineConfig {
   uint64_t memory = 512ULL << 20;
   int console_in_fd = 0;    // -1: no console input
   int console_out_fd = 1;
+  // Devices on PCI (specs as the command line gives them; see cli/options.h).
+  std::vector<std::string> disks;
+  struct Net {
+    std::string tap;
+    std::string mac;  // empty: random
+  };
+  std::vector<Net> nets;
+  bool rng = false;
+  std::string vsock;
 };
 
 // How a run ended. Exit codes are ringzero's contract with its caller.
@@ -63,6 +77,7 @@ class Machine {
  private:
   struct VcpuThread;
   void setup_devices();
+  void setup_pci_devices();
   void load_guest();
   void vcpu_loop(VcpuThread& t);
   bool handle_exit(VcpuThread& t);  // false: stop this vCPU
@@ -80,6 +95,8 @@ class Machine {
   devices::Bus mmio_;
   ConsoleOutput console_out_;
   std::shared_ptr<devices::Uart16550> uart_;
+  EventLoop loop_;                       // must outlive pci_
+  std::unique_ptr<PciPlatform> pci_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
 
   std::mutex exit_mu_;

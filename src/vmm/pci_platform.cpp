@@ -1,5 +1,7 @@
 #include "vmm/pci_platform.h"
 
+#include "vmm/gsi_routing.h"
+
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -24,21 +26,10 @@ void KvmPlatformVm::ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool ass
 void KvmPlatformVm::irq_line(uint32_t gsi, bool level) { vm_.irq_line(gsi, level); }
 
 std::vector<kvm_irq_routing_entry> default_irqchip_routes() {
-  // Mirrors KVM's default_routing[] (virt/kvm/irqchip.c, arch/x86/kvm/irq_comm.c).
-  std::vector<kvm_irq_routing_entry> r;
-  auto add = [&](uint32_t gsi, uint32_t chip, uint32_t pin) {
-    kvm_irq_routing_entry e{};
-    e.gsi = gsi;
-    e.type = KVM_IRQ_ROUTING_IRQCHIP;
-    e.u.irqchip.irqchip = chip;
-    e.u.irqchip.pin = pin;
-    r.push_back(e);
-  };
-  for (uint32_t i = 0; i < 24; ++i) {
-    add(i, KVM_IRQCHIP_IOAPIC, i);
-    if (i < 16) add(i, i < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, i % 8);
-  }
-  return r;
+  // Not KVM's own default (GSI 0 -> IOAPIC pin 0): the PIT's IRQ 0 must
+  // arrive on IOAPIC pin 2, as the MADT's interrupt source override says,
+  // or Linux's timer never ticks. One definition for the whole machine.
+  return GsiRouting::legacy_routes();
 }
 
 // ----------------------------------------------------------------- PciPlatform

@@ -756,18 +756,26 @@ class PciPlatformTest : public ::testing::Test {
   std::unique_ptr<vmm::PciPlatform> platform;
 };
 
-TEST(PciPlatformRoutes, DefaultRoutesMirrorKvm) {
+TEST(PciPlatformRoutes, LegacyRoutesPutThePitOnIoapicPin2) {
   const auto r = vmm::default_irqchip_routes();
-  ASSERT_EQ(r.size(), 24u + 16u);
   auto has = [&](uint32_t gsi, uint32_t chip, uint32_t pin) {
     return std::any_of(r.begin(), r.end(), [&](const kvm_irq_routing_entry& e) {
       return e.gsi == gsi && e.type == KVM_IRQ_ROUTING_IRQCHIP && e.u.irqchip.irqchip == chip &&
              e.u.irqchip.pin == pin;
     });
   };
-  for (uint32_t i = 0; i < 24; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_IOAPIC, i)) << i;
-  for (uint32_t i = 0; i < 8; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_PIC_MASTER, i)) << i;
+  auto routed = [&](uint32_t gsi) {
+    return std::any_of(r.begin(), r.end(), [&](const kvm_irq_routing_entry& e) { return e.gsi == gsi; });
+  };
+  // The MADT says ISA IRQ 0 -> GSI 2; KVM's PIT fires GSI 0, so GSI 0 must
+  // reach IOAPIC pin 2 (and the 8259's pin 0). GSI 2 is the cascade.
+  EXPECT_TRUE(has(0, KVM_IRQCHIP_IOAPIC, 2));
+  EXPECT_TRUE(has(0, KVM_IRQCHIP_PIC_MASTER, 0));
+  EXPECT_FALSE(routed(2));
+  for (uint32_t i = 3; i < 24; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_IOAPIC, i)) << i;
+  for (uint32_t i = 3; i < 8; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_PIC_MASTER, i)) << i;
   for (uint32_t i = 8; i < 16; ++i) EXPECT_TRUE(has(i, KVM_IRQCHIP_PIC_SLAVE, i - 8)) << i;
+  EXPECT_EQ(r.size(), 23u + 15u);
 }
 
 TEST_F(PciPlatformTest, ConfigAccessAndAcpiFields) {
@@ -799,9 +807,10 @@ TEST_F(PciPlatformTest, AddDeviceWiresGsisIrqfdsAndBar) {
   {
     std::lock_guard lock(vm->mu);
     // 40 irqchip routes + one MSI route per vector, starting at GSI 24.
-    ASSERT_EQ(vm->routing.size(), 40u + vectors);
-    EXPECT_EQ(vm->routing[40].gsi, vmm::PciPlatform::kFirstMsiGsi);
-    EXPECT_EQ(vm->routing[40].type, static_cast<uint32_t>(KVM_IRQ_ROUTING_MSI));
+    const size_t legacy = vmm::default_irqchip_routes().size();
+    ASSERT_EQ(vm->routing.size(), legacy + vectors);
+    EXPECT_EQ(vm->routing[legacy].gsi, vmm::PciPlatform::kFirstMsiGsi);
+    EXPECT_EQ(vm->routing[legacy].type, static_cast<uint32_t>(KVM_IRQ_ROUTING_MSI));
     ASSERT_EQ(vm->irqfds.size(), vectors);
     for (uint16_t v = 0; v < vectors; ++v) EXPECT_EQ(platform->msi_gsi(0, v), 24u + v);
   }
@@ -881,7 +890,7 @@ TEST_F(PciPlatformTest, MsixRouteFollowsTableAndDeliversThroughIrqfd) {
   {
     std::lock_guard lock(vm->mu);
     EXPECT_EQ(vm->routing_pushes, pushes + 1);
-    const auto& e = vm->routing.at(40 + 1);
+    const auto& e = vm->routing.at(vmm::default_irqchip_routes().size() + 1);
     EXPECT_EQ(e.gsi, platform->msi_gsi(0, 1));
     EXPECT_EQ(e.u.msi.address_lo, 0xfee01000u);
     EXPECT_EQ(e.u.msi.data, 0x45u);
