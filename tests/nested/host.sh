@@ -43,7 +43,7 @@ _rz_nested_build() {
   local pkg=$1 ver=$2 out=$3
   # Another run may have built it while this one waited for the lock.
   [ -f "$out/initrd.img" ] && [ -f "$out/kernel" ] && return 0
-  rz_require busybox-static cpio
+  rz_require busybox-static cpio xz-utils
   local t0 deb kver
   t0=$(rz_now)
   rz_note "building the nested host from $pkg $ver into $out"
