@@ -122,7 +122,7 @@ uint8_t PciPlatform::add_virtio_device(std::unique_ptr<virtio::VirtioDevice> dev
   if (next_gsi_ + vectors > kMaxGsi) throw Error("pci: out of GSIs for " + s.name + "'s MSI-X vectors");
 
   s.slot = bus_->add_device(s.dev);
-  s.name += "@" + std::to_string(s.slot);
+  s.name.append(1, '@').append(std::to_string(s.slot));  // (not "@" + ...: GCC 12 -Wrestrict false positive)
   s.intx_gsi = pci::intx_gsi(s.slot, 0);
   try {
     bars_.assign(*s.dev, s.name);
