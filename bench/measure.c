@@ -2,7 +2,7 @@
  * process. Used by bench/startup; more precise than /usr/bin/time (which
  * rounds to 10 ms).
  *
- *   rz_bench_measure CMD [ARGS...]
+ *   rz_bench_measure [-t SECONDS] CMD [ARGS...]
  *
  * CMD inherits stdin, stdout and stderr. When it has ended, one line goes to
  * file descriptor 3 (or to stderr when fd 3 is not open):
@@ -12,14 +12,17 @@
  * wall_us runs from just before the spawn to the reaping of CMD (so it
  * includes exec and the dynamic loader); user/sys/maxrss are the kernel's
  * rusage for CMD (with any children it waited for); status is CMD's exit
- * status, or 128+N when signal N ended it. Exits with 0 when CMD ran, 127
- * when it could not be started. */
+ * status, or 128+N when signal N ended it. With -t, CMD is killed (SIGKILL,
+ * so status=137) when it runs longer than SECONDS. Exits with 0 when CMD ran,
+ * 127 when it could not be started. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -28,13 +31,27 @@
 
 extern char** environ;
 
+static void on_alarm(int sig) { (void)sig; }
+
 static long long tv_us(struct timeval tv) {
   return (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: rz_bench_measure CMD [ARGS...]\n");
+  int first = 1;
+  unsigned timeout_s = 0;
+  if (argc > 2 && strcmp(argv[1], "-t") == 0) {
+    char* end;
+    unsigned long v = strtoul(argv[2], &end, 10);
+    if (*end != '\0' || v == 0 || v > 86400) {
+      fprintf(stderr, "rz_bench_measure: bad -t %s\n", argv[2]);
+      return 127;
+    }
+    timeout_s = (unsigned)v;
+    first = 3;
+  }
+  if (argc <= first) {
+    fprintf(stderr, "usage: rz_bench_measure [-t SECONDS] CMD [ARGS...]\n");
     return 127;
   }
   int report = fcntl(3, F_GETFD) >= 0 ? 3 : STDERR_FILENO;
@@ -45,11 +62,18 @@ int main(int argc, char** argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   pid_t pid;
-  int err = posix_spawnp(&pid, argv[1], &actions, NULL, argv + 1, environ);
+  int err = posix_spawnp(&pid, argv[first], &actions, NULL, argv + first, environ);
   posix_spawn_file_actions_destroy(&actions);
   if (err != 0) {
-    fprintf(stderr, "rz_bench_measure: cannot run %s: %s\n", argv[1], strerror(err));
+    fprintf(stderr, "rz_bench_measure: cannot run %s: %s\n", argv[first], strerror(err));
     return 127;
+  }
+  if (timeout_s > 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;  /* no SA_RESTART: wait4 returns EINTR */
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(timeout_s);
   }
   int wstatus;
   struct rusage ru;
@@ -58,6 +82,7 @@ int main(int argc, char** argv) {
       perror("rz_bench_measure: wait4");
       return 127;
     }
+    kill(pid, SIGKILL);  /* the only handled signal is the -t alarm */
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
 
