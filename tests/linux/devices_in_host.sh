@@ -34,7 +34,7 @@ cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(blk-sync blk-io_uring rng net vsock)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 vmm=${RZ_DEVTEST_VMM:-ringzero}
-boot_timeout=${RZ_DEVTEST_BOOT_TIMEOUT:-900}
+boot_timeout=${RZ_DEVTEST_BOOT_TIMEOUT:-480}
 pass=0 fail=0
 work=$(mktemp -d /tmp/rz-devices.XXXXXX)
 declare -a bg_pids=()

@@ -21,7 +21,7 @@ bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 boot() {
   local name=$1 cpus=$2 mem=$3 extra=$4 t0 t1
   t0=$(date +%s.%N)
-  timeout 600 "$rz" run --kernel "$kit/vmlinuz" --initrd "$kit/initrd.img" \
+  timeout 420 "$rz" run --kernel "$kit/vmlinuz" --initrd "$kit/initrd.img" \
     --cmdline "console=ttyS0 panic=-1 rz.case=$name $extra" --cpus "$cpus" --memory "${mem}M" \
     </dev/null >"$work/$name.out" 2>"$work/$name.err"
   echo $? >"$work/$name.status"
