@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -73,8 +74,9 @@ class UringBlockBackend final : public BlockBackend {
     io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
     if (probe == nullptr) return;  // cannot tell: errors will show per request
     const std::pair<int, const char*> ops[] = {
-        {IORING_OP_READ, "READ"},     {IORING_OP_WRITE, "WRITE"}, {IORING_OP_READV, "READV"},
-        {IORING_OP_WRITEV, "WRITEV"}, {IORING_OP_FSYNC, "FSYNC"}, {IORING_OP_FALLOCATE, "FALLOCATE"}};
+        {IORING_OP_READ, "READ"},   {IORING_OP_WRITE, "WRITE"},
+        {IORING_OP_READV, "READV"}, {IORING_OP_WRITEV, "WRITEV"},
+        {IORING_OP_FSYNC, "FSYNC"}, {IORING_OP_FALLOCATE, "FALLOCATE"}};
     for (const auto& [op, name] : ops) {
       if (!io_uring_opcode_supported(probe, op)) {
         io_uring_free_probe(probe);
@@ -136,9 +138,9 @@ class UringBlockBackend final : public BlockBackend {
       unsubmitted_ = 0;
       return;
     }
-    // Submission itself failed (e.g. -ENOMEM, -EAGAIN): the SQEs stay in
-    // the ring and go with the next submit; say so once per failure kind.
-    log::warn(errno_message("io_uring_submit", -r));
+    // Submission itself failed (a transient -EAGAIN/-ENOMEM): the SQEs stay
+    // in the ring and go with the next flush (the next kick or completion).
+    log::warn(errno_message("virtio-blk: io_uring_submit (will retry)", -r));
   }
 
   void reap() override {
@@ -233,10 +235,11 @@ class UringBlockBackend final : public BlockBackend {
     if (is_transfer(s)) {
       const unsigned count = static_cast<unsigned>(s.iov.size());
       const bool read = s.op == BlockIo::Op::kRead;
-      if (count == 1) {  // plain READ/WRITE: no iovec array to import
+      if (count == 1 && s.iov[0].iov_len <= UINT32_MAX) {  // READ/WRITE: no iovec array
         const iovec& v = s.iov[0];
-        if (read) io_uring_prep_read(sqe, fd_, v.iov_base, static_cast<unsigned>(v.iov_len), s.offset);
-        else io_uring_prep_write(sqe, fd_, v.iov_base, static_cast<unsigned>(v.iov_len), s.offset);
+        const auto len = static_cast<unsigned>(v.iov_len);
+        if (read) io_uring_prep_read(sqe, fd_, v.iov_base, len, s.offset);
+        else io_uring_prep_write(sqe, fd_, v.iov_base, len, s.offset);
       } else if (read) {
         io_uring_prep_readv(sqe, fd_, s.iov.data(), count, s.offset);
       } else {

@@ -54,11 +54,13 @@ const uint64_t kAllRingFeatures = feature_bit(kVirtioFVersion1) |
 // A temporary image file filled with a recognizable pattern.
 class TempImage {
  public:
-  explicit TempImage(uint64_t bytes) {
-    char name[] = "/tmp/rz_blk_test_XXXXXX";
-    int fd = ::mkstemp(name);
+  explicit TempImage(uint64_t bytes, const std::string& dir = "/tmp") {
+    std::string tmpl = dir + "/rz_blk_test_XXXXXX";
+    std::vector<char> name(tmpl.begin(), tmpl.end());
+    name.push_back('\0');
+    int fd = ::mkstemp(name.data());
     if (fd < 0) throw std::runtime_error("mkstemp");
-    path_ = name;
+    path_ = name.data();
     std::vector<uint8_t> buf(bytes);
     for (uint64_t i = 0; i < bytes; ++i) buf[i] = pattern(i);
     if (::pwrite(fd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(buf.size())) {
@@ -574,6 +576,33 @@ TEST_P(VirtioBlkTest, WriteZeroesAndDiscardZeroTheRange) {
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), kImageSectors * 512);
 }
 
+// tmpfs can punch holes but not zero a range (FALLOC_FL_ZERO_RANGE): a
+// write-zeroes without unmap falls back to writing zeroes, with unmap it
+// punches; both read back as zeroes, on every later request too.
+TEST_P(VirtioBlkTest, WriteZeroesFallsBackWhereTheFileSystemCannotZero) {
+  if (!std::filesystem::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+  TempImage shm(kImageSectors * 512, "/dev/shm");
+  BlkConfig c = config();
+  c.path = shm.path();
+  BlkHarness h(c);
+  Req a = h.segment_request(kVirtioBlkTWriteZeroes, 8, 8, 0);
+  Req b = h.segment_request(kVirtioBlkTWriteZeroes, 24, 8, kVirtioBlkWriteZeroesFlagUnmap);
+  Req d = h.segment_request(kVirtioBlkTDiscard, 40, 8, 0);
+  Req e = h.segment_request(kVirtioBlkTWriteZeroes, 100, 3, 0);  // again, mode now known
+  static_assert(VirtioBlk::kMaxWriteZeroesSectors >= 2048);
+  Req big = h.segment_request(kVirtioBlkTWriteZeroes, 1024, 2048, 0);  // 1 MiB
+  h.run();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(h.used().len, 1u);
+  for (const Req* r : {&a, &b, &d, &e, &big}) EXPECT_EQ(h.status(*r), kVirtioBlkSOk);
+  EXPECT_EQ(shm.read(8 * 512, 8 * 512), std::vector<uint8_t>(8 * 512, 0));
+  EXPECT_EQ(shm.read(24 * 512, 8 * 512), std::vector<uint8_t>(8 * 512, 0));
+  EXPECT_EQ(shm.read(40 * 512, 8 * 512), std::vector<uint8_t>(8 * 512, 0));
+  EXPECT_EQ(shm.read(100 * 512, 3 * 512), std::vector<uint8_t>(3 * 512, 0));
+  EXPECT_EQ(shm.read(1024 * 512, 2048 * 512), std::vector<uint8_t>(2048 * 512, 0));
+  EXPECT_EQ(shm.read(103 * 512, 512), pattern_bytes(103 * 512, 512));
+  EXPECT_EQ(shm.read(3072 * 512, 512), pattern_bytes(3072 * 512, 512));
+}
+
 TEST_P(VirtioBlkTest, DiscardAndWriteZeroesValidation) {
   BlkHarness h(config());
   struct Case {
@@ -873,7 +902,7 @@ TEST_P(VirtioBlkTest, WorksOnTheEventLoop) {
   for (uint64_t st : status) EXPECT_EQ(*h.mem.read_obj<uint8_t>(st), kVirtioBlkSOk);
 }
 
-// --- Opening the image ----------------------------------------------------------------------------
+// --- Opening the image -----------------------------------------------------------------------
 
 TEST_P(VirtioBlkTest, SecondWriterIsRefused) {
   auto first = std::make_unique<VirtioBlk>(config());
@@ -960,7 +989,7 @@ INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlkTest,
                            return std::string(to_string(info.param));
                          });
 
-// --- --disk parsing ---------------------------------------------------------------------------------
+// --- --disk parsing ----------------------------------------------------------------------------
 
 TEST(BlkConfigParse, KeysAndValues) {
   BlkConfig c = parse_blk_config("path=/var/img/root.ext4");
