@@ -228,8 +228,8 @@ VirtioVsock::~VirtioVsock() {
 
 void VirtioVsock::bind_listener() {
   const std::string& path = config_.uds_path;
-  sockaddr_un addr;
-  socklen_t len;
+  sockaddr_un addr{};
+  socklen_t len = 0;
   make_unix_addr(path, &addr, &len);  // validated
 
   struct stat st;
