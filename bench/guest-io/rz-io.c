@@ -271,7 +271,7 @@ int main(int argc, char** argv) {
   if (rc < 0) return 1;
   if (secs <= 0) secs = 1e-9;
   double total = (double)ops * (double)cfg.bs;
-  printf("RZIO mode=%s target=%s bs=%zu direct=%d threads=%u bytes=%.0f ops=%llu secs=%.3f mibps=%.1f iops=%.0f "
+  printf("RZIO mode=%s target=%s bs=%zu direct=%d threads=%u bytes=%.0f ops=%llu secs=%.3f mibps=%.2f iops=%.1f "
          "lat_us=%.1f\n",
          cfg.mode, cfg.target, cfg.bs, cfg.direct, randread ? cfg.threads : 1, total, (unsigned long long)ops, secs,
          total / secs / 1048576.0, (double)ops / secs, ops ? secs * 1e6 * (randread ? cfg.threads : 1) / (double)ops : 0);

@@ -1,13 +1,16 @@
 // rz-tcp: TCP throughput for bench/nested-io, one static binary for the guest
 // kit's busybox initramfs and for the (nested) host.
 //
-// usage: rz-tcp [options] listen PORT send|recv
-//        rz-tcp [options] connect ADDR PORT send|recv
+// usage: rz-tcp [options] listen PORT send|recv|echo
+//        rz-tcp [options] connect ADDR PORT send|recv|rr
 // One connection (IPv4). The sending side writes -l bytes buffers for -t
 // seconds (or -s bytes in all), then shuts its side down and waits until the
 // receiver closes, so that its time covers delivery of the last byte. The
 // receiving side reads until end of stream, then closes; its time runs from the
 // first byte received to the end of the stream.
+// Request/response (latency): "rr" sends one byte and waits for it to come
+// back, again and again for -t seconds, then closes; "echo" sends back what it
+// receives until end of stream.
 // Options:
 //   -t SECONDS  sender: send this long (default 5)
 //   -s BYTES    sender: send this many bytes instead (K/M/G suffixes)
@@ -17,6 +20,7 @@
 //   -w BYTES    SO_SNDBUF/SO_RCVBUF (default: the kernel's autotuning)
 // Prints one line on stdout:
 //   RZTCP role=send|recv bytes=N secs=S mibps=X
+//   RZTCP role=rr trans=N secs=S tps=X lat_us=Y     (role=echo: bytes=N secs=S)
 // Exit status 0, 1 on errors, 2 on usage errors, 124 on the time limit.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -134,7 +138,7 @@ static int do_connect(const char* addr, unsigned short port, double retry, int b
 
 static void report(const char* role, uint64_t bytes, double secs) {
   if (secs <= 0) secs = 1e-9;
-  printf("RZTCP role=%s bytes=%llu secs=%.3f mibps=%.1f\n", role, (unsigned long long)bytes, secs,
+  printf("RZTCP role=%s bytes=%llu secs=%.3f mibps=%.3f\n", role, (unsigned long long)bytes, secs,
          (double)bytes / secs / 1048576.0);
   fflush(stdout);
 }
@@ -193,6 +197,57 @@ static void do_recv(int fd, size_t len) {
   free(buf);
 }
 
+static void do_rr(int fd, double secs) {
+  char c = 'x';
+  uint64_t trans = 0;
+  double t0 = now(), t = t0;
+  while (t - t0 < secs) {
+    ssize_t n = send(fd, &c, 1, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != 1) die("send");
+    do {
+      n = read(fd, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) die("read");
+    if (n == 0) {
+      fprintf(stderr, "rz-tcp: the echo side closed the connection\n");
+      exit(1);
+    }
+    trans++;
+    t = now();
+  }
+  double d = t - t0;
+  printf("RZTCP role=rr trans=%llu secs=%.3f tps=%.1f lat_us=%.1f\n", (unsigned long long)trans, d,
+         d > 0 ? (double)trans / d : 0, trans ? d * 1e6 / (double)trans : 0);
+  fflush(stdout);
+}
+
+static void do_echo(int fd, size_t len) {
+  char* buf = malloc(len);
+  if (!buf) die("malloc");
+  uint64_t got = 0;
+  double t0 = now();
+  for (;;) {
+    ssize_t n = read(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("read");
+    }
+    if (n == 0) break;
+    got += (uint64_t)n;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = send(fd, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        die("send");
+      }
+      off += w;
+    }
+  }
+  report("echo", got, now() - t0);
+  free(buf);
+}
+
 int main(int argc, char** argv) {
   double secs = 5, limit_s = 600, retry = 60;
   uint64_t bytes = 0;
@@ -230,6 +285,8 @@ int main(int argc, char** argv) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (!strcmp(dir, "send")) do_send(fd, len, secs, bytes);
   else if (!strcmp(dir, "recv")) do_recv(fd, len);
+  else if (!strcmp(dir, "rr")) do_rr(fd, secs);
+  else if (!strcmp(dir, "echo")) do_echo(fd, len);
   else usage();
   close(fd);
   return 0;
