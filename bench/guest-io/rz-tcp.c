@@ -19,7 +19,9 @@
 //   -r SECONDS  connect: retry a refused or unreachable connect this long (default 60)
 //   -w BYTES    SO_SNDBUF/SO_RCVBUF (default: the kernel's autotuning)
 // Prints one line on stdout:
-//   RZTCP role=send|recv bytes=N secs=S mibps=X
+//   RZTCP role=send|recv bytes=N secs=S mibps=X tcp_rtt_us=N cwnd=N retrans=N rcv_space=N
+// (the last four from TCP_INFO when the transfer ended: smoothed RTT, congestion
+// window in segments, retransmitted segments, receive-space estimate in bytes)
 //   RZTCP role=rr trans=N secs=S tps=X lat_us=Y     (role=echo: bytes=N secs=S)
 // Exit status 0, 1 on errors, 2 on usage errors, 124 on the time limit.
 #define _GNU_SOURCE
@@ -136,10 +138,23 @@ static int do_connect(const char* addr, unsigned short port, double retry, int b
   }
 }
 
+static struct tcp_info g_info;
+static int g_have_info;
+
+static void grab_info(int fd) {
+  socklen_t len = sizeof g_info;
+  g_have_info = getsockopt(fd, IPPROTO_TCP, TCP_INFO, &g_info, &len) == 0;
+}
+
 static void report(const char* role, uint64_t bytes, double secs) {
   if (secs <= 0) secs = 1e-9;
-  printf("RZTCP role=%s bytes=%llu secs=%.3f mibps=%.3f\n", role, (unsigned long long)bytes, secs,
+  printf("RZTCP role=%s bytes=%llu secs=%.3f mibps=%.3f", role, (unsigned long long)bytes, secs,
          (double)bytes / secs / 1048576.0);
+  if (g_have_info) {
+    printf(" tcp_rtt_us=%u cwnd=%u retrans=%u rcv_space=%u", g_info.tcpi_rtt, g_info.tcpi_snd_cwnd,
+           g_info.tcpi_total_retrans, g_info.tcpi_rcv_space);
+  }
+  printf("\n");
   fflush(stdout);
 }
 
@@ -164,6 +179,7 @@ static void do_send(int fd, size_t len, double secs, uint64_t limit) {
     }
     sent += (uint64_t)n;
   }
+  grab_info(fd);
   if (shutdown(fd, SHUT_WR) < 0) die("shutdown");
   // The receiver closes after it has read everything.
   for (;;) {
@@ -191,6 +207,7 @@ static void do_recv(int fd, size_t len) {
     if (n == 0) break;
     if (got == 0) t0 = now();
     got += (uint64_t)n;
+    if ((got >> 20) != ((got - (uint64_t)n) >> 20)) grab_info(fd);  // about once per MiB
   }
   double t1 = now();
   report("recv", got, got ? t1 - t0 : 0);
