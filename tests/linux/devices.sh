@@ -14,8 +14,6 @@ trap 'rm -f "$shas"' EXIT
 "$src/tests/linux/devices_in_host.sh" --pattern-shas "$tools/rz-sock" >"$shas" ||
   { echo "devices: cannot compute the pattern checksums (is $tools/rz-sock built?)"; exit 1; }
 cd "$src" || exit 1
-# no_timer_check: on this loaded machine the nested kernel's early IO-APIC timer
-# check sometimes fails under TCG ("IO-APIC + timer doesn't work!" panic at boot).
-"$src/tests/nested/run" --timeout "${RZ_NESTED_TIMEOUT:-1700}" --append no_timer_check \
+"$src/tests/nested/run" --timeout "${RZ_NESTED_TIMEOUT:-1700}" \
   --env "RZ_DEVTEST_SHAS=$shas" -- \
   "$src/tests/linux/devices_in_host.sh" "$build/ringzero" "$tools" "$RZKIT_DIR" "$@"
