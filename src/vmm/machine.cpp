@@ -241,6 +241,7 @@ void Machine::load_guest() {
     boot::write_zero_page(mem_, k, in);
 
   const auto supported = sys_.supported_cpuid();
+  const bool tsc_deadline = sys_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   const auto msr_list = sys_.msr_index_list();
   const auto msrs = boot_msrs(msr_list);
   for (uint32_t i = 0; i < cfg_.cpus; ++i) {
@@ -250,6 +251,7 @@ void Machine::load_guest() {
     co.cpu_index = i;
     co.cpu_count = cfg_.cpus;
     co.emulator_safe = host_.kind == KvmKind::Software;
+    co.tsc_deadline = tsc_deadline;
     v.set_cpuid(build_cpuid(supported, co));
     v.set_msrs(msrs);
     v.set_fpu(boot_fpu());

@@ -7,6 +7,7 @@ namespace rz::x86 {
 namespace {
 
 constexpr uint32_t kEcxCx16 = 1u << 13;
+constexpr uint32_t kEcxTscDeadline = 1u << 24;
 constexpr uint32_t kEcxXsave = 1u << 26;
 constexpr uint32_t kEcxOsxsave = 1u << 27;
 constexpr uint32_t kEcxHypervisor = 1u << 31;
@@ -34,6 +35,7 @@ std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& s
         e.ebx = (e.ebx & 0x0000ffff) | (std::min<uint32_t>(n, 255) << 16) | (apic << 24);
         e.ebx = (e.ebx & ~0xff00u) | (8u << 8);  // CLFLUSH line size: 64 bytes
         e.ecx |= kEcxHypervisor;
+        if (opt.tsc_deadline) e.ecx |= kEcxTscDeadline;
         if (opt.emulator_safe) e.ecx &= ~(kEcxCx16 | kEcxXsave | kEcxOsxsave);
         if (n > 1) e.edx |= kEdxHtt; else e.edx &= ~kEdxHtt;
         break;

@@ -14,6 +14,13 @@ struct CpuidOptions {
   // Hide features KVM's instruction emulator cannot run (CX16, XSAVE) — set
   // when /dev/kvm is a software backend (see vmm/host_check.h).
   bool emulator_safe = false;
+  // Advertise the TSC-deadline timer (CPUID.1:ECX[24]). KVM's in-kernel LAPIC
+  // emulates it, but KVM_GET_SUPPORTED_CPUID leaves the bit clear: the VMM
+  // sets it when KVM_CAP_TSC_DEADLINE_TIMER is present. Without it Linux
+  // calibrates the LAPIC timer against the PIT, and on a slow or busy host
+  // (seen in the nested test host) fails the check, disables the LAPIC timer
+  // ("lapic is not functional") and runs on the PIT's periodic tick alone.
+  bool tsc_deadline = false;
 };
 
 // Fills per-vCPU fields: APIC IDs (leaf 1, 0xB/0x1F, 0x8000001E), logical
