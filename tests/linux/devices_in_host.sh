@@ -430,14 +430,16 @@ case_net() {
   pat 22 4194304 >"$work/p22"
   pat 24 4194304 >"$work/p24"
   # Port 5000: the guest connects here, sends pattern 21 and receives pattern 22.
-  "$tools/rz-sock" -t "$boot_timeout" tcp-listen 5000 <"$work/p22" >"$work/recv5000" 2>"$work/host5000.err" &
+  # The host ends its stream only after the guest's (-l): the guest stops when it
+  # has both, so nothing it sent can still be in its socket buffer at power-off.
+  "$tools/rz-sock" -l -t "$boot_timeout" tcp-listen 5000 <"$work/p22" >"$work/recv5000" 2>"$work/host5000.err" &
   local l5000=$!
   bg_pids+=("$l5000")
   vmm_start "$name" net "net:rztap0:$mac"
   # Port 5001: the host connects to the guest once it listens.
   local c5001=""
   if wait_line "$name" '^RZG net-listening'; then
-    "$tools/rz-sock" -t 600 -r 120 tcp-connect 169.254.77.2 5001 <"$work/p24" >"$work/recv5001" 2>"$work/host5001.err" &
+    "$tools/rz-sock" -l -t 600 -r 120 tcp-connect 169.254.77.2 5001 <"$work/p24" >"$work/recv5001" 2>"$work/host5001.err" &
     c5001=$!
     bg_pids+=("$c5001")
   fi
@@ -457,7 +459,9 @@ case_net() {
   else
     bad "$name: the guest never said it listens on port 5001"
   fi
-  note "$name: guest $(val "$name" eth0_stats)"
+  note "$name: guest $(val "$name" eth0_stats) $(val "$name" tcp_stats)"
+  note "$name: host $(awk '/^Tcp:/ { if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else
+    for (i = 2; i <= NF; i++) if (n[i] ~ /^(OutSegs|RetransSegs|InErrs|InCsumErrors)$/) printf "%s=%s ", n[i], $i }' /proc/net/snmp)"
   note "$name: host rztap0 $(ip -s -o link show rztap0 2>/dev/null | tr -s ' ' | cut -c1-300)"
   [ "$fail" -gt "$before" ] && grep -a '^RZV' "$work/$name.log" | sed 's/^/     guest: /'
   ip link del rztap0 2>/dev/null
@@ -473,13 +477,13 @@ case_vsock() {
   pat 32 4194304 >"$work/p32"
   pat 34 4194304 >"$work/p34"
   # Guest-initiated: CID 2 port 6000 arrives at <socket>_6000.
-  "$tools/rz-sock" -t "$boot_timeout" uds-listen "${sock}_6000" <"$work/p34" >"$work/recv6000" 2>"$work/host6000.err" &
+  "$tools/rz-sock" -l -t "$boot_timeout" uds-listen "${sock}_6000" <"$work/p34" >"$work/recv6000" 2>"$work/host6000.err" &
   local l6000=$!
   bg_pids+=("$l6000")
   vmm_start "$name" vsock "vsock:3:$sock"
   local c5000=""
   if wait_line "$name" '^RZG vsock-listening'; then
-    "$tools/rz-sock" -t 600 -r 120 uds-connect "$sock" 5000 <"$work/p32" >"$work/recv5000" 2>"$work/host5000.err" &
+    "$tools/rz-sock" -l -t 600 -r 120 uds-connect "$sock" 5000 <"$work/p32" >"$work/recv5000" 2>"$work/host5000.err" &
     c5000=$!
     bg_pids+=("$c5000")
   fi

@@ -2,7 +2,7 @@
 // built as a static binary so that it runs both in the guest kit's busybox
 // initramfs (which has no AF_VSOCK tool) and in the nested host.
 //
-// usage: rz-sock [-t SECONDS] [-r SECONDS] MODE ARGS...
+// usage: rz-sock [-t SECONDS] [-r SECONDS] [-l] MODE ARGS...
 //   pattern SEED BYTES        write BYTES deterministic pseudo-random bytes
 //                             (xorshift64* from SEED) to stdout
 //   tcp-listen PORT           accept one TCP connection (IPv4, any address)
@@ -20,7 +20,12 @@
 //   rz-sock: MODE sent N received M [host_port P]
 // Options: -t SECONDS overall time limit (default 300; exit 124 when hit);
 // -r SECONDS keep retrying a refused or reset connect (or handshake) for up to
-// SECONDS. Exit status: 0 on success, 1 on errors, 2 on usage errors.
+// SECONDS; -l close last: send the end of our stream (shutdown SHUT_WR) only
+// after the peer's has arrived. A writer that got everything written can still
+// lose the tail if its machine powers off right away (the data may sit in its
+// socket buffer); when the other side uses -l, the end of stream it receives
+// proves that all it sent arrived. Exit status: 0 on success, 1 on errors,
+// 2 on usage errors.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +53,7 @@ static void die(const char* what) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: rz-sock [-t SECONDS] [-r SECONDS] MODE ARGS...\n"
+          "usage: rz-sock [-t SECONDS] [-r SECONDS] [-l] MODE ARGS...\n"
           "  pattern SEED BYTES | tcp-listen PORT | tcp-connect ADDR PORT |\n"
           "  vsock-listen PORT | vsock-connect CID PORT | vsock-cid |\n"
           "  uds-listen PATH | uds-connect PATH PORT\n");
@@ -114,14 +119,14 @@ static int do_pattern(unsigned long seed, unsigned long long bytes) {
 
 // Relays stdin -> fd and fd -> stdout until both are done. The socket is
 // non-blocking so that a peer that sends while we send cannot deadlock us.
-static void relay(int fd, unsigned long long* sent, unsigned long long* received) {
+static void relay(int fd, int close_last, unsigned long long* sent, unsigned long long* received) {
   static char out[65536], in[65536];
   size_t out_len = 0, out_off = 0;
   int stdin_open = 1, sock_readable = 1, wr_shut = 0;
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   *sent = *received = 0;
   while (!wr_shut || sock_readable) {
-    if (!stdin_open && out_off == out_len && !wr_shut) {
+    if (!stdin_open && out_off == out_len && !wr_shut && !(close_last && sock_readable)) {
       if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN) die("shutdown");
       wr_shut = 1;
       continue;
@@ -236,10 +241,11 @@ static long uds_handshake(int fd, unsigned long port) {
 
 int main(int argc, char** argv) {
   unsigned long limit = 300, retry = 0;
-  int opt;
-  while ((opt = getopt(argc, argv, "+t:r:")) != -1) {
+  int opt, close_last = 0;
+  while ((opt = getopt(argc, argv, "+t:r:l")) != -1) {
     if (opt == 't') limit = parse_num(optarg, 86400);
     else if (opt == 'r') retry = parse_num(optarg, 86400);
+    else if (opt == 'l') close_last = 1;
     else usage();
   }
   if (optind >= argc) usage();
@@ -339,7 +345,7 @@ int main(int argc, char** argv) {
 
   unsigned long long sent, received;
   double t0 = now();
-  relay(fd, &sent, &received);
+  relay(fd, close_last, &sent, &received);
   double dt = now() - t0;
   close(fd);
   fprintf(stderr, "rz-sock: %s sent %llu received %llu", g_mode, sent, received);
