@@ -172,11 +172,12 @@ TEST_F(VirtqueueTest, AreasSpanningTwoRegionsAreInvalid) {
   EXPECT_FALSE(q.is_valid(two));
 }
 
-TEST_F(VirtqueueTest, WorksOnMisalignedHostMapping) {
-  // A region starting at an odd guest address: spec-aligned ring fields sit
-  // at odd host addresses, which the 16-bit accessors must still handle.
+TEST_F(VirtqueueTest, WorksInRegionAtOddGuestAddress) {
+  // A region starting at an odd guest address. Host mappings keep the guest
+  // address's offset within 2 MiB, so spec-aligned ring fields stay aligned
+  // on the host too, and the queue works as anywhere else.
   GuestMemory odd = GuestMemory::create({{1, kMemSize}});
-  ASSERT_EQ(reinterpret_cast<uintptr_t>(odd.host_ptr(kAvailGpa, 2)) % 2, 1u);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(odd.host_ptr(kAvailGpa, 2)) % 4096, kAvailGpa % 4096);
   Driver d(odd, 16);
   q.set_event_idx(true);
   d.desc(0, kDataGpa, 8, W);

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "memory/guest_memory.h"
@@ -117,8 +119,11 @@ TEST(CpuSetup, BootMsrsOnlyThoseKvmLists) {
 }
 
 TEST(HostCheck, DetectsTheKindOfKvm) {
-  const std::string root = ::testing::TempDir() + "/rz-hostcheck";
-  mkdir(root.c_str(), 0755);
+  // A fresh directory each run: a fixed name would keep the kvm_amd entry
+  // of an earlier run (another build tree, a --repeat) and break the first check.
+  std::string tmpl = ::testing::TempDir() + "/rz-hostcheck-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::string root = tmpl;
   mkdir((root + "/mod").c_str(), 0755);
   std::ofstream(root + "/cpuinfo") << "processor\t: 0\nflags\t\t: fpu sse2 svm\n";
   std::ofstream(root + "/kvm") << "";
@@ -137,4 +142,5 @@ TEST(HostCheck, DetectsTheKindOfKvm) {
   EXPECT_TRUE(vmm::emulator_notice(h).empty());
   h = vmm::detect_host_kvm(root + "/mod", root + "/cpuinfo", root + "/nonexistent");
   EXPECT_EQ(h.kind, vmm::KvmKind::None);
+  std::filesystem::remove_all(root);
 }
