@@ -93,37 +93,4 @@ uint64_t GuestMemory::total_size() const {
   return t;
 }
 
-uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
-  for (const auto& r : regions_) {
-    if (gpa >= r.gpa && gpa - r.gpa < r.size) {
-      const uint64_t off = gpa - r.gpa;
-      if (len > r.size - off) return nullptr;
-      return r.host + off;
-    }
-  }
-  return nullptr;
-}
-
-std::optional<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const {
-  uint8_t* p = host_ptr(gpa, len);
-  if (!p) return std::nullopt;
-  return std::span<uint8_t>(p, len);
-}
-
-bool GuestMemory::read(uint64_t gpa, void* dst, uint64_t len) const {
-  if (len == 0) return true;
-  const uint8_t* p = host_ptr(gpa, len);
-  if (!p) return false;
-  std::memcpy(dst, p, len);
-  return true;
-}
-
-bool GuestMemory::write(uint64_t gpa, const void* src, uint64_t len) const {
-  if (len == 0) return true;
-  uint8_t* p = host_ptr(gpa, len);
-  if (!p) return false;
-  std::memcpy(p, src, len);
-  return true;
-}
-
 }  // namespace rz::memory

@@ -42,12 +42,37 @@ class GuestMemory {
   uint64_t total_size() const;
 
   // Host pointer for [gpa, gpa+len) if the whole range lies in one region.
-  uint8_t* host_ptr(uint64_t gpa, uint64_t len) const;
-  std::optional<std::span<uint8_t>> slice(uint64_t gpa, uint64_t len) const;
+  // Inline: the virtqueue hot path calls it for every ring field and buffer.
+  uint8_t* host_ptr(uint64_t gpa, uint64_t len) const {
+    for (const Region& r : regions_) {
+      if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+        const uint64_t off = gpa - r.gpa;
+        return len <= r.size - off ? r.host + off : nullptr;
+      }
+    }
+    return nullptr;
+  }
+  std::optional<std::span<uint8_t>> slice(uint64_t gpa, uint64_t len) const {
+    uint8_t* p = host_ptr(gpa, len);
+    if (!p) return std::nullopt;
+    return std::span<uint8_t>(p, len);
+  }
   bool contains(uint64_t gpa, uint64_t len) const { return host_ptr(gpa, len) != nullptr || len == 0; }
 
-  bool read(uint64_t gpa, void* dst, uint64_t len) const;
-  bool write(uint64_t gpa, const void* src, uint64_t len) const;
+  bool read(uint64_t gpa, void* dst, uint64_t len) const {
+    if (len == 0) return true;
+    const uint8_t* p = host_ptr(gpa, len);
+    if (!p) return false;
+    std::memcpy(dst, p, len);
+    return true;
+  }
+  bool write(uint64_t gpa, const void* src, uint64_t len) const {
+    if (len == 0) return true;
+    uint8_t* p = host_ptr(gpa, len);
+    if (!p) return false;
+    std::memcpy(p, src, len);
+    return true;
+  }
 
   template <typename T>
   std::optional<T> read_obj(uint64_t gpa) const {

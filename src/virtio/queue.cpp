@@ -106,6 +106,46 @@ const char* to_string(QueueError e) {
 
 // --- DescriptorChain ---------------------------------------------------------
 
+void DescriptorChain::copy_header(const DescriptorChain& o) {
+  head_ = o.head_;
+  error_ = o.error_;
+  num_readable_ = o.num_readable_;
+  readable_len_ = o.readable_len_;
+  writable_len_ = o.writable_len_;
+  count_ = o.count_;
+  if (o.spilled_.empty()) std::memcpy(inline_, o.inline_, count_ * sizeof(Buffer));
+}
+
+DescriptorChain& DescriptorChain::operator=(const DescriptorChain& o) {
+  if (this == &o) return *this;
+  copy_header(o);
+  spilled_ = o.spilled_;
+  return *this;
+}
+
+DescriptorChain& DescriptorChain::operator=(DescriptorChain&& o) noexcept {
+  if (this == &o) return *this;
+  copy_header(o);
+  spilled_ = std::move(o.spilled_);
+  o.clear_buffers();
+  return *this;
+}
+
+void DescriptorChain::push_buffer(const Buffer& b) {
+  if (count_ < kInlineBuffers) {
+    new (inline_data() + count_++) Buffer(b);
+    return;
+  }
+  if (spilled_.empty()) spilled_.assign(inline_data(), inline_data() + kInlineBuffers);
+  spilled_.push_back(b);
+  ++count_;
+}
+
+void DescriptorChain::clear_buffers() {
+  count_ = 0;
+  spilled_.clear();
+}
+
 size_t DescriptorChain::read(const GuestMemory& mem, size_t offset,
                              std::span<uint8_t> dst) const {
   size_t done = 0;
@@ -196,50 +236,53 @@ bool Queue::publish_avail_event(const GuestMemory& mem) {
 }
 
 std::optional<DescriptorChain> Queue::pop(const GuestMemory& mem) {
-  if (!usable() || broken()) return std::nullopt;
+  // One result object, returned on every path, so that the chain is built
+  // in the caller's storage (named return value) rather than copied there.
+  std::optional<DescriptorChain> out;
+  if (!usable() || broken()) return out;
 
   auto avail_idx = load_avail_idx(mem);
   if (!avail_idx) {
     set_broken(QueueError::kRingInaccessible);
-    return std::nullopt;
+    return out;
   }
   if (*avail_idx == next_avail_ && event_idx_ && notifications_enabled_) {
     // Empty: ask to be notified about the next entry, then look once more,
     // in case the driver added it before it could see the new avail_event.
     if (!publish_avail_event(mem)) {
       set_broken(QueueError::kRingInaccessible);
-      return std::nullopt;
+      return out;
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);
     avail_idx = load_avail_idx(mem);
     if (!avail_idx) {
       set_broken(QueueError::kRingInaccessible);
-      return std::nullopt;
+      return out;
     }
   }
   const uint16_t pending = static_cast<uint16_t>(*avail_idx - next_avail_);
-  if (pending == 0) return std::nullopt;
+  if (pending == 0) return out;
   if (pending > size_) {
     set_broken(QueueError::kAvailIdxTooFar);
-    return std::nullopt;
+    return out;
   }
 
   const uint64_t slot = next_avail_ & (size_ - 1u);
   auto head = load_u16(mem, avail_ring_ + kAvailRingOffset + 2 * slot, std::memory_order_relaxed);
   if (!head) {
     set_broken(QueueError::kRingInaccessible);
-    return std::nullopt;
+    return out;
   }
   if (*head >= size_) {
     set_broken(QueueError::kHeadOutOfRange);
-    return std::nullopt;
+    return out;
   }
   ++next_avail_;
-  return parse_chain(mem, *head);
+  parse_chain(mem, *head, out.emplace());
+  return out;
 }
 
-DescriptorChain Queue::parse_chain(const GuestMemory& mem, uint16_t head) const {
-  DescriptorChain chain;
+void Queue::parse_chain(const GuestMemory& mem, uint16_t head, DescriptorChain& chain) const {
   chain.head_ = head;
   uint64_t total = 0;  // at most (size + indirect entries) * 2^32: no overflow
   bool seen_writable = false;
@@ -258,7 +301,7 @@ DescriptorChain Queue::parse_chain(const GuestMemory& mem, uint16_t head) const 
     if (d.addr + d.len < d.addr) return ChainError::kBufferOutOfRange;  // wraps 2^64
     auto host = mem.slice(d.addr, d.len);
     if (!host) return ChainError::kBufferOutOfRange;
-    chain.buffers_.push_back(Buffer{d.addr, d.len, writable, *host});
+    chain.push_buffer(Buffer{d.addr, d.len, writable, *host});
     if (writable) {
       chain.writable_len_ += d.len;
     } else {
@@ -270,9 +313,8 @@ DescriptorChain Queue::parse_chain(const GuestMemory& mem, uint16_t head) const 
   // A rejected chain keeps its head and nothing else.
   auto fail = [&chain](ChainError e) {
     chain.error_ = e;
-    chain.buffers_.clear();
+    chain.clear_buffers();
     chain.num_readable_ = chain.readable_len_ = chain.writable_len_ = 0;
-    return std::move(chain);
   };
 
   // The direct part: at most size_ descriptors, so a `next` loop ends here.
@@ -314,7 +356,6 @@ DescriptorChain Queue::parse_chain(const GuestMemory& mem, uint16_t head) const 
     if (d.next >= size_) return fail(ChainError::kIndexOutOfRange);
     idx = d.next;
   }
-  return chain;
 }
 
 bool Queue::add_used(const GuestMemory& mem, uint16_t head, uint32_t len) {

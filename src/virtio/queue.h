@@ -46,8 +46,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <span>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "memory/guest_memory.h"
@@ -97,7 +100,16 @@ struct Buffer {
 // 32 bits. Zero-length descriptors carry no bytes and are left out.
 class DescriptorChain {
  public:
-  DescriptorChain() = default;
+  // User-provided (not "= default"), so that value-initialization such as
+  // optional::emplace() does not zero the whole inline storage first.
+  DescriptorChain() {}  // NOLINT(modernize-use-equals-default)
+  // Copies only the buffers in use (the inline storage is left uninitialized
+  // past them, so that popping a chain does not clear it).
+  DescriptorChain(const DescriptorChain& o) { *this = o; }
+  DescriptorChain(DescriptorChain&& o) noexcept { *this = std::move(o); }
+  DescriptorChain& operator=(const DescriptorChain& o);
+  DescriptorChain& operator=(DescriptorChain&& o) noexcept;
+  ~DescriptorChain() = default;
 
   // The chain's head descriptor index: what add_used() wants back.
   uint16_t head() const { return head_; }
@@ -107,13 +119,12 @@ class DescriptorChain {
 
   // All buffers in chain order, then the device-readable and the
   // device-writable ones (empty when !ok()).
-  std::span<const Buffer> buffers() const { return buffers_; }
-  std::span<const Buffer> readable() const {
-    return std::span<const Buffer>(buffers_).first(num_readable_);
+  std::span<const Buffer> buffers() const {
+    return spilled_.empty() ? std::span<const Buffer>(inline_data(), count_)
+                            : std::span<const Buffer>(spilled_);
   }
-  std::span<const Buffer> writable() const {
-    return std::span<const Buffer>(buffers_).subspan(num_readable_);
-  }
+  std::span<const Buffer> readable() const { return buffers().first(num_readable_); }
+  std::span<const Buffer> writable() const { return buffers().subspan(num_readable_); }
   uint32_t readable_len() const { return readable_len_; }
   uint32_t writable_len() const { return writable_len_; }
 
@@ -133,7 +144,21 @@ class DescriptorChain {
   uint32_t num_readable_ = 0;
   uint32_t readable_len_ = 0;
   uint32_t writable_len_ = 0;
-  std::vector<Buffer> buffers_;
+  // Buffers live in inline_ while they fit (a block request has 3, a packet
+  // 1 or 2), so popping a chain allocates nothing; a longer chain moves them
+  // all to spilled_.
+  static constexpr uint32_t kInlineBuffers = 8;
+  void push_buffer(const Buffer& b);
+  void copy_header(const DescriptorChain& o);
+  void clear_buffers();
+  static_assert(std::is_trivially_copyable_v<Buffer> && std::is_trivially_destructible_v<Buffer>);
+  Buffer* inline_data() { return std::launder(reinterpret_cast<Buffer*>(inline_)); }
+  const Buffer* inline_data() const {
+    return std::launder(reinterpret_cast<const Buffer*>(inline_));
+  }
+  uint32_t count_ = 0;
+  alignas(Buffer) unsigned char inline_[kInlineBuffers * sizeof(Buffer)];
+  std::vector<Buffer> spilled_;
 };
 
 // Bounds on what one chain may describe (beyond the spec's own rules).
@@ -246,7 +271,7 @@ class Queue {
  private:
   bool usable() const;
   void set_broken(QueueError e);
-  DescriptorChain parse_chain(const memory::GuestMemory& mem, uint16_t head) const;
+  void parse_chain(const memory::GuestMemory& mem, uint16_t head, DescriptorChain& chain) const;
   std::optional<uint16_t> load_avail_idx(const memory::GuestMemory& mem) const;
   bool publish_avail_event(const memory::GuestMemory& mem);
 
