@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -92,7 +94,8 @@ BlkConfig parse_blk_config(std::string_view spec) {
   }
 
   BlkConfig c;
-  bool have_path = false, have_ro = false, have_engine = false, have_serial = false;
+  bool have_path = false, have_ro = false, have_engine = false, have_serial = false,
+       have_queues = false;
   auto once = [](bool& seen, const std::string& key) {
     if (seen) throw UsageError("--disk: " + key + "= given twice");
     seen = true;
@@ -127,9 +130,20 @@ BlkConfig parse_blk_config(std::string_view spec) {
       once(have_serial, "serial");
       check_serial(value);
       c.serial = value;
+    } else if (key == "queues" || key == "num_queues") {
+      once(have_queues, "queues");
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno != 0 || n < 1 || n > VirtioBlk::kMaxQueues ||
+          value[0] == '-' || value[0] == '+') {
+        throw UsageError("--disk queues=" + value + ": expected a number from 1 to " +
+                         std::to_string(VirtioBlk::kMaxQueues));
+      }
+      c.queues = static_cast<uint16_t>(n);
     } else {
       throw UsageError("--disk: unknown key '" + key +
-                       "' (known: path, readonly, engine, serial)");
+                       "' (known: path, readonly, engine, serial, queues)");
     }
   }
   if (c.path.empty()) throw UsageError("--disk: path= is required");
@@ -160,8 +174,13 @@ std::string default_blk_serial(const std::string& path) {
 // --- Construction -------------------------------------------------------------
 
 VirtioBlk::VirtioBlk(const BlkConfig& config, EventLoop* loop)
-    : path_(config.path), readonly_(config.readonly), loop_(loop) {
+    : path_(config.path), readonly_(config.readonly), loop_(loop),
+      num_queues_(config.queues == 0 ? 1 : config.queues) {
   if (path_.empty()) throw UsageError("--disk: path= is required");
+  if (num_queues_ > kMaxQueues) {
+    throw UsageError("--disk queues=" + std::to_string(num_queues_) + ": at most " +
+                     std::to_string(kMaxQueues));
+  }
   check_serial(config.serial);
   serial_ = config.serial.empty() ? default_blk_serial(path_) : config.serial;
   open_image(config);
@@ -227,6 +246,7 @@ void VirtioBlk::open_image(const BlkConfig& config) {
               feature_bit(kVirtioFEventIdx) | feature_bit(kVirtioBlkFSizeMax) |
               feature_bit(kVirtioBlkFSegMax) | feature_bit(kVirtioBlkFBlkSize) |
               feature_bit(kVirtioBlkFFlush);
+  if (num_queues_ > 1) features_ |= feature_bit(kVirtioBlkFMq);
   if (readonly_) {
     features_ |= feature_bit(kVirtioBlkFRo);
   } else {
@@ -254,7 +274,7 @@ void VirtioBlk::build_config_space(uint32_t discard_alignment) {
   put_le32(c + L::kSizeMax, kSizeMax);
   put_le32(c + L::kSegMax, kSegMax);
   put_le32(c + L::kBlkSize, kSectorSize);
-  put_le16(c + L::kNumQueues, 1);
+  put_le16(c + L::kNumQueues, num_queues_);
   if (!readonly_) {
     put_le32(c + L::kMaxDiscardSectors, kMaxDiscardSectors);
     put_le32(c + L::kMaxDiscardSeg, 1);
@@ -289,19 +309,26 @@ void VirtioBlk::read_config(uint64_t offset, std::span<uint8_t> data) {
 bool VirtioBlk::activate(const memory::GuestMemory& mem, uint64_t negotiated_features,
                          std::vector<Queue*> queues, std::shared_ptr<Interrupt> irq) {
   if (active_) reset();
-  if (queues.size() != 1 || queues[0] == nullptr || !irq) return false;
-  if (queues[0]->ready() && !queues[0]->is_valid(mem)) {
-    log::warn("virtio-blk " + path_ + ": the driver enabled an unusable request queue");
-    return false;
+  if (queues.size() != num_queues_ || !irq) return false;
+  for (size_t i = 0; i < queues.size(); ++i) {
+    if (queues[i] == nullptr) return false;
+    // A driver without VIRTIO_BLK_F_MQ uses queue 0 only; the others stay
+    // disabled (and pop() nothing).
+    if (queues[i]->ready() && !queues[i]->is_valid(mem)) {
+      log::warn("virtio-blk " + path_ + ": the driver enabled an unusable request queue " +
+                std::to_string(i));
+      return false;
+    }
   }
   mem_ = &mem;
-  queue_ = queues[0];
-  queue_->set_features(negotiated_features);
+  queues_ = std::move(queues);
+  for (Queue* q : queues_) q->set_features(negotiated_features);
   irq_ = std::move(irq);
   negotiated_ = negotiated_features;
-  used_added_ = false;
-  broken_logged_ = false;
+  used_mask_ = 0;
+  broken_logged_ = 0;
   pump_posted_ = false;
+  next_first_ = 0;
   self_ = std::make_shared<VirtioBlk*>(this);
   active_ = true;
   const int efd = backend_->event_fd();
@@ -321,63 +348,78 @@ void VirtioBlk::reset() {
   free_pending_.clear();
   for (uint32_t i = static_cast<uint32_t>(pending_.size()); i-- > 0;) free_pending_.push_back(i);
   mem_ = nullptr;
-  queue_ = nullptr;
+  queues_.clear();
   irq_.reset();
   negotiated_ = 0;
 }
 
 void VirtioBlk::process_queue(uint16_t index) {
-  if (index != 0 || !active_) return;
-  pump();
+  if (index >= num_queues_ || !active_) return;
+  pump(queue_bit(index));
 }
 
 void VirtioBlk::process_completions() {
   backend_->reap();
   if (!active_) return;
-  pump();
+  // Freed back-end slots may be what any queue was waiting for.
+  pump(all_queues());
 }
 
-void VirtioBlk::pump() {
-  Queue& q = *queue_;
-  // A budget per call keeps one busy disk from holding the event loop; the
-  // rest is taken by a posted continuation (or by the caller, without a loop).
-  uint32_t budget = q.size() != 0 ? q.size() : kQueueSize;
-  bool more = false;
+void VirtioBlk::pump(uint64_t which) {
+  // A budget per queue and call keeps one busy disk from holding the event
+  // loop; the rest is taken by a posted continuation (or by the caller,
+  // without a loop). The first queue served rotates, so that when the
+  // back-end fills up no queue is always last.
+  uint64_t more = 0;
+  uint32_t budget[kMaxQueues];
+  for (uint16_t i = 0; i < num_queues_; ++i) {
+    budget[i] = queues_[i]->size() != 0 ? queues_[i]->size() : kQueueSize;
+  }
+  const uint16_t first = next_first_;
+  next_first_ = static_cast<uint16_t>((next_first_ + 1) % num_queues_);
   for (;;) {
     bool full = false;
-    for (;;) {
-      if (backend_->in_flight() >= backend_->max_in_flight()) {
-        full = true;
-        break;
+    for (uint16_t n = 0; n < num_queues_ && !full; ++n) {
+      const uint16_t qi = static_cast<uint16_t>((first + n) % num_queues_);
+      if (!(which & queue_bit(qi))) continue;
+      Queue& q = *queues_[qi];
+      for (;;) {
+        if (backend_->in_flight() >= backend_->max_in_flight()) {
+          full = true;
+          break;
+        }
+        if (budget[qi] == 0) {
+          more |= queue_bit(qi);
+          break;
+        }
+        auto chain = q.pop(*mem_);
+        if (!chain) break;
+        --budget[qi];
+        handle(qi, *chain);
       }
-      if (budget == 0) {
-        more = true;
-        break;
-      }
-      auto chain = q.pop(*mem_);
-      if (!chain) break;
-      --budget;
-      handle(*chain);
     }
     backend_->flush_submissions();
     // Requests the kernel completed while they were submitted (page-cache
     // hits) are done now: complete them in this pass, and if they free
-    // back-end slots the queue was waiting for, go on taking requests.
+    // back-end slots the queues were waiting for, go on taking requests.
     const uint32_t ready = backend_->poll_ready();
-    if (!(full && ready > 0 && budget > 0)) break;
+    if (!(full && ready > 0)) break;
   }
-  if (q.broken() && !broken_logged_) {
-    broken_logged_ = true;
-    log::error("virtio-blk " + path_ + ": request queue broken: " + q.error_message());
+  for (uint16_t qi = 0; qi < num_queues_; ++qi) {
+    if (queues_[qi]->broken() && !(broken_logged_ & queue_bit(qi))) {
+      broken_logged_ |= queue_bit(qi);
+      log::error("virtio-blk " + path_ + ": request queue " + std::to_string(qi) +
+                 " broken: " + queues_[qi]->error_message());
+    }
   }
   signal_used();
-  if (more && loop_ != nullptr && !pump_posted_) {
+  if (more != 0 && loop_ != nullptr && !pump_posted_) {
     pump_posted_ = true;
     std::weak_ptr<VirtioBlk*> weak = self_;
-    loop_->post([weak] {
+    loop_->post([weak, more] {
       if (auto self = weak.lock()) {
         (*self)->pump_posted_ = false;
-        if ((*self)->active_) (*self)->pump();
+        if ((*self)->active_) (*self)->pump(more);
       }
     });
   }
@@ -385,13 +427,13 @@ void VirtioBlk::pump() {
 
 // --- Requests ----------------------------------------------------------------------
 
-void VirtioBlk::handle(const DescriptorChain& chain) {
+void VirtioBlk::handle(uint16_t q, const DescriptorChain& chain) {
   const uint16_t head = chain.head();
   if (!chain.ok()) {
     ++stats_.bad_chains;
     log_guest_error(std::string("malformed descriptor chain: ") + chain.error_message());
-    queue_->add_used(*mem_, head, 0);
-    used_added_ = true;
+    queues_[q]->add_used(*mem_, head, 0);
+    used_mask_ |= queue_bit(q);
     ++stats_.completed;
     return;
   }
@@ -400,8 +442,8 @@ void VirtioBlk::handle(const DescriptorChain& chain) {
     // Nowhere to put a status: hand the descriptors back with nothing written.
     ++stats_.bad_chains;
     log_guest_error("request without a writable status byte");
-    queue_->add_used(*mem_, head, 0);
-    used_added_ = true;
+    queues_[q]->add_used(*mem_, head, 0);
+    used_mask_ |= queue_bit(q);
     ++stats_.completed;
     return;
   }
@@ -410,14 +452,14 @@ void VirtioBlk::handle(const DescriptorChain& chain) {
 
   if (chain.readable_len() < kVirtioBlkHeaderSize) {
     log_guest_error("request header missing or not device-readable");
-    return complete(head, status, kVirtioBlkSIoErr, 1);
+    return complete(q, head, status, kVirtioBlkSIoErr, 1);
   }
   uint8_t hdr[kVirtioBlkHeaderSize];
   const Buffer& first = chain.readable().front();
   if (first.len >= sizeof hdr) {
     std::memcpy(hdr, first.host.data(), sizeof hdr);  // the usual layout: a buffer of its own
   } else if (chain.read(*mem_, 0, hdr) != sizeof hdr) {
-    return complete(head, status, kVirtioBlkSIoErr, 1);
+    return complete(q, head, status, kVirtioBlkSIoErr, 1);
   }
   uint32_t type;
   uint64_t sector;
@@ -434,53 +476,53 @@ void VirtioBlk::handle(const DescriptorChain& chain) {
       // Data goes one way only: device-writable for IN, readable for OUT.
       if ((in && readable_extra != 0) || (!in && writable_data != 0)) {
         log_guest_error("data buffers in the wrong direction");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
-      if (!in && readonly_) return complete(head, status, kVirtioBlkSIoErr, 1);
+      if (!in && readonly_) return complete(q, head, status, kVirtioBlkSIoErr, 1);
       const uint64_t len = in ? writable_data : readable_extra;
       if (len % kSectorSize != 0 || len > kMaxRequestBytes) {
         log_guest_error("data length " + std::to_string(len) + " not a multiple of 512 or too big");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       if (!range_ok(sector, len / kSectorSize, capacity_)) {
         log_guest_error("sector " + std::to_string(sector) + " + " + std::to_string(len / 512) +
                         " beyond capacity " + std::to_string(capacity_));
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       const uint32_t ok_len = in ? writable_data + 1 : 1;
-      if (len == 0) return complete(head, status, kVirtioBlkSOk, ok_len);
+      if (len == 0) return complete(q, head, status, kVirtioBlkSOk, ok_len);
       const bool built = in ? build_iov(writable, 0, len, iov_)
                             : build_iov(chain.readable(), kVirtioBlkHeaderSize, len, iov_);
       if (!built) {
         log_guest_error("request has more than 1024 data segments");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       BlockIo io;
       io.op = in ? BlockIo::Op::kRead : BlockIo::Op::kWrite;
       io.offset = sector * kSectorSize;  // < 2^64: sector + count <= capacity
       io.iov = iov_;
-      return submit_io(io, Pending{head, status, ok_len});
+      return submit_io(io, Pending{head, q, status, ok_len});
     }
 
     case kVirtioBlkTFlush: {
       if (readable_extra != 0 || writable_data != 0) {
         log_guest_error("flush request with data");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
-      if (readonly_) return complete(head, status, kVirtioBlkSOk, 1);  // nothing to sync
+      if (readonly_) return complete(q, head, status, kVirtioBlkSOk, 1);  // nothing to sync
       BlockIo io;
       io.op = BlockIo::Op::kFlush;
-      return submit_io(io, Pending{head, status, 1});
+      return submit_io(io, Pending{head, q, status, 1});
     }
 
     case kVirtioBlkTGetId: {
-      if (readable_extra != 0) return complete(head, status, kVirtioBlkSIoErr, 1);
+      if (readable_extra != 0) return complete(q, head, status, kVirtioBlkSIoErr, 1);
       // NUL-padded to 20 bytes; a shorter buffer gets a prefix.
       uint8_t id[kVirtioBlkIdBytes] = {};
       std::memcpy(id, serial_.data(), std::min(serial_.size(), sizeof id));
       const size_t n = std::min<size_t>(writable_data, sizeof id);
       const size_t done = chain.write(*mem_, 0, std::span<const uint8_t>(id, n));
-      return complete(head, status, kVirtioBlkSOk, static_cast<uint32_t>(done) + 1);
+      return complete(q, head, status, kVirtioBlkSOk, static_cast<uint32_t>(done) + 1);
     }
 
     case kVirtioBlkTDiscard:
@@ -488,22 +530,22 @@ void VirtioBlk::handle(const DescriptorChain& chain) {
       const bool discard = type == kVirtioBlkTDiscard;
       const unsigned feature = discard ? kVirtioBlkFDiscard : kVirtioBlkFWriteZeroes;
       if (!(negotiated_ & feature_bit(feature)) || !(features_ & feature_bit(feature))) {
-        if (readonly_) return complete(head, status, kVirtioBlkSIoErr, 1);
+        if (readonly_) return complete(q, head, status, kVirtioBlkSIoErr, 1);
         ++stats_.unsupported;
-        return complete(head, status, kVirtioBlkSUnsupp, 1);
+        return complete(q, head, status, kVirtioBlkSUnsupp, 1);
       }
       if (writable_data != 0 || readable_extra == 0 ||
           readable_extra % kVirtioBlkSegmentSize != 0) {
         log_guest_error("discard/write-zeroes request with a malformed segment list");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       if (readable_extra / kVirtioBlkSegmentSize > 1) {  // max_*_seg is 1
         log_guest_error("discard/write-zeroes request with more than one segment");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       uint8_t seg[kVirtioBlkSegmentSize];
       if (chain.read(*mem_, kVirtioBlkHeaderSize, seg) != sizeof seg) {
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
       uint64_t seg_sector;
       uint32_t num_sectors, seg_flags;
@@ -514,31 +556,31 @@ void VirtioBlk::handle(const DescriptorChain& chain) {
       if ((seg_flags & ~kVirtioBlkWriteZeroesFlagUnmap) != 0 ||
           (discard && (seg_flags & kVirtioBlkWriteZeroesFlagUnmap))) {
         ++stats_.unsupported;
-        return complete(head, status, kVirtioBlkSUnsupp, 1);
+        return complete(q, head, status, kVirtioBlkSUnsupp, 1);
       }
       const uint32_t max = discard ? kMaxDiscardSectors : kMaxWriteZeroesSectors;
       if (num_sectors > max || !range_ok(seg_sector, num_sectors, capacity_)) {
         log_guest_error("discard/write-zeroes range out of bounds");
-        return complete(head, status, kVirtioBlkSIoErr, 1);
+        return complete(q, head, status, kVirtioBlkSIoErr, 1);
       }
-      if (num_sectors == 0) return complete(head, status, kVirtioBlkSOk, 1);
+      if (num_sectors == 0) return complete(q, head, status, kVirtioBlkSOk, 1);
       BlockIo io;
       io.op = discard ? BlockIo::Op::kDiscard : BlockIo::Op::kWriteZeroes;
       io.offset = seg_sector * kSectorSize;
       io.length = uint64_t{num_sectors} * kSectorSize;
       io.unmap = (seg_flags & kVirtioBlkWriteZeroesFlagUnmap) != 0;
-      return submit_io(io, Pending{head, status, 1});
+      return submit_io(io, Pending{head, q, status, 1});
     }
 
     default:
       ++stats_.unsupported;
-      return complete(head, status, kVirtioBlkSUnsupp, 1);
+      return complete(q, head, status, kVirtioBlkSUnsupp, 1);
   }
 }
 
 void VirtioBlk::submit_io(const BlockIo& io, const Pending& p) {
   if (free_pending_.empty()) {  // pump() checks first; never expected
-    return complete(p.head, p.status, kVirtioBlkSIoErr, 1);
+    return complete(p.queue, p.head, p.status, kVirtioBlkSIoErr, 1);
   }
   const uint32_t slot = free_pending_.back();
   free_pending_.pop_back();
@@ -546,11 +588,12 @@ void VirtioBlk::submit_io(const BlockIo& io, const Pending& p) {
   backend_->submit(io, slot);
 }
 
-void VirtioBlk::complete(uint16_t head, uint8_t* status, uint8_t value, uint32_t len) {
+void VirtioBlk::complete(uint16_t q, uint16_t head, uint8_t* status, uint8_t value,
+                         uint32_t len) {
   *status = value;
   if (value == kVirtioBlkSIoErr) ++stats_.io_errors;
-  queue_->add_used(*mem_, head, len);
-  used_added_ = true;
+  queues_[q]->add_used(*mem_, head, len);
+  used_mask_ |= queue_bit(q);
   ++stats_.completed;
 }
 
@@ -561,15 +604,17 @@ void VirtioBlk::on_backend_done(uint64_t cookie, int result) {
   if (!active_) return;  // reset() is draining: the driver no longer wants it
   if (result < 0) {
     log_io_error(-result);
-    return complete(p.head, p.status, kVirtioBlkSIoErr, 1);
+    return complete(p.queue, p.head, p.status, kVirtioBlkSIoErr, 1);
   }
-  complete(p.head, p.status, kVirtioBlkSOk, p.ok_len);
+  complete(p.queue, p.head, p.status, kVirtioBlkSOk, p.ok_len);
 }
 
 void VirtioBlk::signal_used() {
-  if (!used_added_) return;
-  used_added_ = false;
-  if (queue_->needs_notification(*mem_)) irq_->notify_queue(0);
+  while (used_mask_ != 0) {
+    const auto qi = static_cast<uint16_t>(std::countr_zero(used_mask_));
+    used_mask_ &= used_mask_ - 1;
+    if (queues_[qi]->needs_notification(*mem_)) irq_->notify_queue(qi);
+  }
 }
 
 void VirtioBlk::log_guest_error(const std::string& what) {

@@ -100,6 +100,9 @@ struct BlkConfig {
   // The GET_ID string: at most 20 bytes of printable ASCII. Empty: derived
   // from the path (see default_blk_serial).
   std::string serial;
+  // Request queues (VIRTIO_BLK_F_MQ when more than one). 0: the VMM picks
+  // (one per vCPU, as QEMU does; a lone device means 1).
+  uint16_t queues = 0;
 };
 
 // Parses the value of --disk: comma-separated key=value pairs
@@ -107,6 +110,7 @@ struct BlkConfig {
 //   readonly=on|off    (also true/false, yes/no, 1/0)
 //   engine=sync|io_uring
 //   serial=<id>        (alias id=)
+//   queues=<n>         request queues, 1..VirtioBlk::kMaxQueues
 // ",," stands for a comma inside a value. Throws rz::UsageError naming the
 // offending key or value.
 BlkConfig parse_blk_config(std::string_view spec);
@@ -120,6 +124,8 @@ std::string default_blk_serial(const std::string& path);
 class VirtioBlk final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
+  // Request queues at most (a bit each in 64-bit masks).
+  static constexpr uint16_t kMaxQueues = 64;
   // Advertised limits. seg_max leaves room for the header and status
   // descriptors of a ring without indirect descriptors.
   static constexpr uint32_t kSegMax = kQueueSize - 2;
@@ -147,7 +153,7 @@ class VirtioBlk final : public VirtioDevice {
   uint16_t device_type() const override;
   std::string name() const override { return "virtio-blk"; }
   uint64_t device_features() const override { return features_; }
-  uint16_t num_queues() const override { return 1; }
+  uint16_t num_queues() const override { return num_queues_; }
   uint16_t queue_max_size(uint16_t /*queue*/) const override { return kQueueSize; }
   void read_config(uint64_t offset, std::span<uint8_t> data) override;
   bool activate(const memory::GuestMemory& mem, uint64_t negotiated_features,
@@ -183,18 +189,24 @@ class VirtioBlk final : public VirtioDevice {
  private:
   struct Pending {
     uint16_t head = 0;
+    uint16_t queue = 0;         // the request queue it came from
     uint8_t* status = nullptr;  // the request's status byte in guest memory
     uint32_t ok_len = 0;        // used length on success
   };
 
   void open_image(const BlkConfig& config);
   void build_config_space(uint32_t discard_alignment);
-  // Takes requests until the queue is empty, the back-end is full or the
-  // per-call budget is spent; then notifies the driver if it wants it.
-  void pump();
-  void handle(const DescriptorChain& chain);
+  static uint64_t queue_bit(uint16_t q) { return uint64_t{1} << q; }
+  uint64_t all_queues() const {
+    return num_queues_ == 64 ? ~uint64_t{0} : (uint64_t{1} << num_queues_) - 1;
+  }
+  // Takes requests from the queues in `which` (a bit per queue) until each
+  // is empty, the back-end is full or the per-call budget is spent; then
+  // notifies the driver for each queue that wants it.
+  void pump(uint64_t which);
+  void handle(uint16_t q, const DescriptorChain& chain);
   void submit_io(const BlockIo& io, const Pending& p);
-  void complete(uint16_t head, uint8_t* status, uint8_t value, uint32_t len);
+  void complete(uint16_t q, uint16_t head, uint8_t* status, uint8_t value, uint32_t len);
   void on_backend_done(uint64_t cookie, int result);
   void signal_used();
   void log_guest_error(const std::string& what);
@@ -209,17 +221,19 @@ class VirtioBlk final : public VirtioDevice {
   UniqueFd fd_;
   EventLoop* loop_ = nullptr;
   std::unique_ptr<BlockBackend> backend_;
+  uint16_t num_queues_ = 1;
 
   // Active state (event-loop thread).
   const memory::GuestMemory* mem_ = nullptr;
-  Queue* queue_ = nullptr;
+  std::vector<Queue*> queues_;
   std::shared_ptr<Interrupt> irq_;
   uint64_t negotiated_ = 0;
   bool active_ = false;
   bool fd_registered_ = false;
-  bool used_added_ = false;
-  bool broken_logged_ = false;
+  uint64_t used_mask_ = 0;      // queues with used buffers not yet signalled
+  uint64_t broken_logged_ = 0;  // queues whose breakage was logged
   bool pump_posted_ = false;
+  uint16_t next_first_ = 0;     // the queue pump() serves first
   std::shared_ptr<VirtioBlk*> self_;  // for posted continuations; reset by reset()
   std::vector<Pending> pending_;      // indexed by back-end cookie
   std::vector<uint32_t> free_pending_;

@@ -163,8 +163,15 @@ void Machine::setup_pci_devices() {
     if (r == devices::GuestRequest::Reset) request_exit({ExitKind::Reset, "guest requested a reset"});
   };
   pci_ = std::make_unique<PciPlatform>(vm_, mem_, pio_, mmio_, loop_, mmio64_start, mmio64_end, on_request);
-  for (const auto& spec : cfg_.disks)
-    pci_->add_virtio_device(std::make_unique<virtio::VirtioBlk>(virtio::parse_blk_config(spec), &loop_));
+  for (const auto& spec : cfg_.disks) {
+    virtio::BlkConfig bc = virtio::parse_blk_config(spec);
+    // One request queue per vCPU unless queues= says otherwise (as QEMU
+    // does): the guest's blk-mq then maps each CPU to its own queue.
+    if (bc.queues == 0) {
+      bc.queues = static_cast<uint16_t>(std::min<uint32_t>(cfg_.cpus, virtio::VirtioBlk::kMaxQueues));
+    }
+    pci_->add_virtio_device(std::make_unique<virtio::VirtioBlk>(bc, &loop_));
+  }
   for (const auto& n : cfg_.nets) {
     virtio::NetConfig nc;
     nc.mac = n.mac.empty() ? virtio::random_mac() : *virtio::parse_mac(n.mac);

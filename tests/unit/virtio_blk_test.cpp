@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "memory/guest_memory.h"
@@ -860,6 +861,91 @@ TEST_P(VirtioBlkTest, ActivateRejectsWrongQueueCount) {
   EXPECT_FALSE(blk.activate(mem, kAllRingFeatures, {&a}, nullptr));
 }
 
+TEST_P(VirtioBlkTest, MultipleQueuesEachCompleteOnTheirOwnRing) {
+  BlkConfig c = config();
+  c.queues = 2;
+  VirtioBlk blk(c);
+  EXPECT_EQ(blk.num_queues(), 2);
+  EXPECT_TRUE(blk.device_features() & feature_bit(kVirtioBlkFMq));
+  uint16_t nq = 0;
+  blk.read_config(VirtioBlkConfigLayout::kNumQueues,
+                  std::span<uint8_t>(reinterpret_cast<uint8_t*>(&nq), 2));
+  EXPECT_EQ(nq, 2);
+
+  auto mem = GuestMemory::create({{0, kMemSize}});
+  QueueDriver d0(mem, kQSize, 0x1000, 0x20000, 0x200000);
+  QueueDriver d1(mem, kQSize, 0x10000, 0x400000, 0x200000);
+  Queue q0{kQSize}, q1{kQSize};
+  d0.configure(q0);
+  d1.configure(q1);
+  auto irq = std::make_shared<FakeInterrupt>();
+  EXPECT_FALSE(blk.activate(mem, blk.device_features(), {&q0}, irq));  // one queue short
+  ASSERT_TRUE(blk.activate(mem, blk.device_features(), {&q0, &q1}, irq));
+
+  auto settle = [&] {
+    for (int i = 0; i < 10000 && blk.requests_in_flight() > 0; ++i) {
+      struct pollfd p {blk.completion_fd(), POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no completion within 5 s";
+      blk.process_completions();
+    }
+  };
+  // A 512-byte read of `sector` on driver d: returns (head, data gpa, status gpa).
+  auto post_read = [](QueueDriver& d, uint64_t sector) {
+    uint8_t h[16] = {};
+    const uint32_t type = kVirtioBlkTIn;
+    std::memcpy(h, &type, 4);
+    std::memcpy(h + 8, &sector, 8);
+    const uint64_t hdr = d.alloc_bytes(std::vector<uint8_t>(h, h + 16));
+    const uint64_t data = d.alloc(512, 512);
+    const uint64_t status = d.alloc(1);
+    d.fill(status, 1, 0xff);
+    const uint16_t head = d.add_chain({{hdr, 16, false}, {data, 512, true}, {status, 1, true}});
+    return std::tuple{head, data, status};
+  };
+
+  // A request on queue 1 completes on queue 1's ring, with queue 1's interrupt.
+  auto [h1, data1, st1] = post_read(d1, 7);
+  blk.process_queue(1);
+  settle();
+  auto u1 = d1.pop_used();
+  ASSERT_TRUE(u1.has_value());
+  EXPECT_EQ(u1->id, h1);
+  EXPECT_EQ(d1.read_bytes(st1, 1)[0], kVirtioBlkSOk);
+  EXPECT_EQ(d1.read_bytes(data1, 512), pattern_bytes(7 * 512, 512));
+  EXPECT_FALSE(d0.pop_used().has_value());
+  EXPECT_EQ(irq->queue_count(1), 1u);
+  EXPECT_EQ(irq->queue_count(0), 0u);
+
+  // A kick for queue 0 serves queue 0 only; a kick for a queue the device
+  // does not have is ignored.
+  auto [h0, data0, st0] = post_read(d0, 9);
+  auto [h1b, data1b, st1b] = post_read(d1, 11);
+  blk.process_queue(5);
+  blk.process_queue(0);
+  settle();
+  auto u0 = d0.pop_used();
+  ASSERT_TRUE(u0.has_value());
+  EXPECT_EQ(u0->id, h0);
+  EXPECT_EQ(d0.read_bytes(data0, 512), pattern_bytes(9 * 512, 512));
+  EXPECT_EQ(irq->queue_count(0), 1u);
+  blk.process_queue(1);
+  settle();
+  auto u1b = d1.pop_used();
+  ASSERT_TRUE(u1b.has_value());
+  EXPECT_EQ(u1b->id, h1b);
+  EXPECT_EQ(d1.read_bytes(data1b, 512), pattern_bytes(11 * 512, 512));
+  (void)st0;
+  (void)st1b;
+
+  // A driver without VIRTIO_BLK_F_MQ enables queue 0 only: that activates.
+  blk.reset();
+  Queue r0{kQSize}, r1{kQSize};
+  QueueDriver e0(mem, kQSize, 0x1000, 0x20000, 0x200000);
+  e0.configure(r0);
+  EXPECT_TRUE(blk.activate(mem, blk.device_features() & ~feature_bit(kVirtioBlkFMq), {&r0, &r1},
+                           irq));
+}
+
 TEST_P(VirtioBlkTest, WorksOnTheEventLoop) {
   EventLoop loop;
   loop.start();
@@ -1011,12 +1097,18 @@ TEST(BlkConfigParse, KeysAndValues) {
   c = parse_blk_config("path=a,,b.img,id=x");
   EXPECT_EQ(c.path, "a,b.img");
   EXPECT_EQ(c.serial, "x");
+  EXPECT_EQ(c.queues, 0u);  // the VMM picks
+
+  EXPECT_EQ(parse_blk_config("path=a,queues=4").queues, 4u);
+  EXPECT_EQ(parse_blk_config("path=a,queues=64").queues, 64u);
 }
 
 TEST(BlkConfigParse, Errors) {
   for (const char* bad : {"", "readonly=on", "path=", "path=a,readonly=maybe", "path=a,engine=aio",
                           "path=a,size=3", "path=a,path=b", "path=a,serial=123456789012345678901",
-                          "path=a,junk"}) {
+                          "path=a,junk", "path=a,queues=0", "path=a,queues=65",
+                          "path=a,queues=two", "path=a,queues=-1", "path=a,queues=",
+                          "path=a,queues=2,queues=2"}) {
     EXPECT_THROW(parse_blk_config(bad), UsageError) << bad;
   }
 }
