@@ -301,6 +301,7 @@ case_blk() {
   check_eq "$name" vdc_sectors 32768 "vdc has 32768 sectors"
   check_eq "$name" vda_ro 1 "the readonly=on disk is read-only in the guest"
   check_eq "$name" vdb_ro 0 "the writable disk is writable in the guest"
+  check_eq "$name" vdb_hw_queues 2 "vdb has a request queue per vCPU (2, virtio-blk MQ)"
   check_eq "$name" vda_sha256 "$RZKIT_EXT4_SHA256" "sha256 of the whole read-only disk"
   check_status0 "$name" vda_mount "the read-only ext4 disk mounts"
   local h f
