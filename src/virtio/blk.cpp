@@ -410,6 +410,7 @@ void VirtioBlk::pump(uint64_t which) {
       broken_logged_ |= queue_bit(qi);
       log::error("virtio-blk " + path_ + ": request queue " + std::to_string(qi) +
                  " broken: " + queues_[qi]->error_message());
+      irq_->notify_needs_reset(queues_[qi]->error_message());
     }
   }
   signal_used();

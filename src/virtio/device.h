@@ -28,6 +28,12 @@ class Interrupt {
   virtual ~Interrupt() = default;
   virtual void notify_queue(uint16_t queue_index) = 0;
   virtual void notify_config() = 0;
+  // The device found one of its queues broken (Queue::broken()) outside a
+  // queue notification, e.g. on an I/O thread: the transport sets
+  // DEVICE_NEEDS_RESET and sends a configuration change notification, as it
+  // does itself for a queue that breaks while it notifies the device. Any
+  // thread; repeated calls are harmless.
+  virtual void notify_needs_reset(const char* /*why*/) {}
 };
 
 class VirtioDevice {

@@ -353,6 +353,7 @@ void VirtioNet::process_tx() {
       if (!tx_broken_logged_) {
         log::error(std::string("virtio-net: transmit queue broken: ") + txq_->error_message());
         tx_broken_logged_ = true;
+        irq_->notify_needs_reset(txq_->error_message());
       }
       return;
     }
@@ -441,6 +442,7 @@ void VirtioNet::refill_rx_cache(size_t want_bytes) {
   if (rxq_->broken() && !rx_broken_logged_) {
     log::error(std::string("virtio-net: receive queue broken: ") + rxq_->error_message());
     rx_broken_logged_ = true;
+    irq_->notify_needs_reset(rxq_->error_message());
   }
 }
 

@@ -107,6 +107,7 @@ class VirtioPciDevice::Irq : public Interrupt {
   explicit Irq(VirtioPciDevice* t) : t_(t) {}
   void notify_queue(uint16_t queue_index) override { t_->raise_queue(queue_index); }
   void notify_config() override { t_->raise_config(true); }
+  void notify_needs_reset(const char* why) override { t_->fail_device(why); }
 
  private:
   VirtioPciDevice* t_;

@@ -842,6 +842,9 @@ void VirtioVsock::fill_rx() {
   }
   if (turns == kRxBudget && (!control_.empty() || !rx_ready_.empty())) kick_self();
   if (used && q.needs_notification(mem)) irq_->notify_queue(vsock::kRxQueue);
+  // Host-side data is delivered from the event loop, not from a queue
+  // notification: report a receive queue the guest broke ourselves.
+  if (q.broken()) irq_->notify_needs_reset(q.error_message());
 }
 
 int VirtioVsock::deliver_data(uint64_t id) {

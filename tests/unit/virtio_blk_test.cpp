@@ -861,6 +861,19 @@ TEST_P(VirtioBlkTest, ActivateRejectsWrongQueueCount) {
   EXPECT_FALSE(blk.activate(mem, kAllRingFeatures, {&a}, nullptr));
 }
 
+TEST_P(VirtioBlkTest, BrokenQueueAsksForADeviceReset) {
+  BlkHarness h(config());
+  // An available index more than Queue Size ahead: nothing sensible can be
+  // returned, so the device asks the transport for DEVICE_NEEDS_RESET, once.
+  h.drv->set_avail_idx(kQSize + 5);
+  h.run();
+  EXPECT_TRUE(h.q.broken());
+  EXPECT_EQ(h.irq->needs_reset_count(), 1u);
+  h.run();
+  EXPECT_EQ(h.irq->needs_reset_count(), 1u);
+  EXPECT_EQ(h.blk->stats().completed, 0u);
+}
+
 TEST_P(VirtioBlkTest, MultipleQueuesEachCompleteOnTheirOwnRing) {
   BlkConfig c = config();
   c.queues = 2;

@@ -472,6 +472,19 @@ TEST_F(VirtioPciTest, NotifyBeforeDriverOkIsHeldUntilActivation) {
   EXPECT_EQ(drv.used_idx(), 1);
 }
 
+TEST_F(VirtioPciTest, DeviceReportedBreakageSetsNeedsReset) {
+  // A device that finds a queue broken on its own thread reports it through
+  // its Interrupt: same outcome as a queue breaking during a notification.
+  bring_up();
+  ASSERT_TRUE(state->irq);
+  EXPECT_FALSE(status() & kStatusDeviceNeedsReset);
+  state->irq->notify_needs_reset("test: receive queue broken");
+  EXPECT_TRUE(status() & kStatusDeviceNeedsReset);
+  EXPECT_EQ(isr(), kIsrConfig);
+  state->irq->notify_needs_reset("again");  // once is enough
+  EXPECT_EQ(isr(), 0u);  // the ISR read above cleared it; nothing new raised
+}
+
 TEST_F(VirtioPciTest, BrokenQueueSetsNeedsResetAndConfigInterrupt) {
   bring_up();
   state->break_queue = true;

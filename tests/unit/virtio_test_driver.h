@@ -57,6 +57,8 @@ class FakeInterrupt : public Interrupt {
     ++queue_total_;
   }
   void notify_config() override { ++config_; }
+  void notify_needs_reset(const char* /*why*/) override { ++needs_reset_; }
+  uint64_t needs_reset_count() const { return needs_reset_.load(); }
 
   uint64_t queue_count(uint16_t q) const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -74,6 +76,7 @@ class FakeInterrupt : public Interrupt {
   std::map<uint16_t, uint64_t> per_queue_;
   uint64_t queue_total_ = 0;
   std::atomic<uint64_t> config_{0};
+  std::atomic<uint64_t> needs_reset_{0};
 };
 
 // The driver side of one split virtqueue. The descriptor table, available
