@@ -916,47 +916,46 @@ TEST_P(VirtioBlkTest, MultipleQueuesEachCompleteOnTheirOwnRing) {
     return std::tuple{head, data, status};
   };
 
+  // The next used element of driver d completes the read `r` of `sector`.
+  auto expect_read_done = [](QueueDriver& d, const auto& r, uint64_t sector) {
+    const auto& [head, data, status] = r;
+    auto u = d.pop_used();
+    ASSERT_TRUE(u.has_value());
+    EXPECT_EQ(u->id, head);
+    EXPECT_EQ(d.read_bytes(status, 1)[0], kVirtioBlkSOk);
+    EXPECT_EQ(d.read_bytes(data, 512), pattern_bytes(sector * 512, 512));
+  };
+
   // A request on queue 1 completes on queue 1's ring, with queue 1's interrupt.
-  auto [h1, data1, st1] = post_read(d1, 7);
+  const auto r1 = post_read(d1, 7);
   blk.process_queue(1);
   settle();
-  auto u1 = d1.pop_used();
-  ASSERT_TRUE(u1.has_value());
-  EXPECT_EQ(u1->id, h1);
-  EXPECT_EQ(d1.read_bytes(st1, 1)[0], kVirtioBlkSOk);
-  EXPECT_EQ(d1.read_bytes(data1, 512), pattern_bytes(7 * 512, 512));
+  expect_read_done(d1, r1, 7);
   EXPECT_FALSE(d0.pop_used().has_value());
   EXPECT_EQ(irq->queue_count(1), 1u);
   EXPECT_EQ(irq->queue_count(0), 0u);
 
   // A kick for queue 0 serves queue 0 only; a kick for a queue the device
   // does not have is ignored.
-  auto [h0, data0, st0] = post_read(d0, 9);
-  auto [h1b, data1b, st1b] = post_read(d1, 11);
+  const auto r0 = post_read(d0, 9);
+  const auto r1b = post_read(d1, 11);
   blk.process_queue(5);
   blk.process_queue(0);
   settle();
-  auto u0 = d0.pop_used();
-  ASSERT_TRUE(u0.has_value());
-  EXPECT_EQ(u0->id, h0);
-  EXPECT_EQ(d0.read_bytes(data0, 512), pattern_bytes(9 * 512, 512));
+  expect_read_done(d0, r0, 9);
+  EXPECT_FALSE(d1.pop_used().has_value());
   EXPECT_EQ(irq->queue_count(0), 1u);
   blk.process_queue(1);
   settle();
-  auto u1b = d1.pop_used();
-  ASSERT_TRUE(u1b.has_value());
-  EXPECT_EQ(u1b->id, h1b);
-  EXPECT_EQ(d1.read_bytes(data1b, 512), pattern_bytes(11 * 512, 512));
-  (void)st0;
-  (void)st1b;
+  expect_read_done(d1, r1b, 11);
 
   // A driver without VIRTIO_BLK_F_MQ enables queue 0 only: that activates.
   blk.reset();
-  Queue r0{kQSize}, r1{kQSize};
+  Queue only0{kQSize}, unused1{kQSize};
   QueueDriver e0(mem, kQSize, 0x1000, 0x20000, 0x200000);
-  e0.configure(r0);
-  EXPECT_TRUE(blk.activate(mem, blk.device_features() & ~feature_bit(kVirtioBlkFMq), {&r0, &r1},
-                           irq));
+  e0.configure(only0);
+  EXPECT_TRUE(blk.activate(mem, blk.device_features() & ~feature_bit(kVirtioBlkFMq),
+                           {&only0, &unused1}, irq));
 }
 
 TEST_P(VirtioBlkTest, WorksOnTheEventLoop) {
