@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -323,19 +324,30 @@ TEST(MsixTable, ConcurrentNotifyAndMaskToggling) {
   std::atomic<int> delivered{0};
   t.set_deliver([&](uint16_t, const MsiMessage&) { ++delivered; });
   t.set_message_control(kEnable);
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, started{false};
   std::thread dev([&] {
+    started = true;
     while (!stop)
       for (uint16_t v = 0; v < 8; ++v) t.notify(v);
   });
+  // The toggling must overlap the notifications: wait for the thread to run.
+  while (!started) std::this_thread::yield();
   const std::array<uint8_t, 4> unmask{0, 0, 0, 0}, mask{1, 0, 0, 0};
   for (int i = 0; i < 5000; ++i) {
     t.table_write((i % 8) * 16 + 12, (i / 8) % 2 ? mask : unmask);
     t.set_message_control(i % 3 ? kEnable : (kEnable | kFnMask));
   }
+  // All unmasked again: notifications (and pending ones) get through.
+  for (uint16_t v = 0; v < 8; ++v) t.table_write(v * 16 + 12, unmask);
+  t.set_message_control(kEnable);
+  const int before = delivered.load();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (delivered.load() == before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
   stop = true;
   dev.join();
-  EXPECT_GT(delivered.load(), 0);
+  EXPECT_GT(delivered.load(), before);
 }
 
 // --- Through a PciDevice: capability in config space, table in a BAR ---------------
