@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 static void die(const char* what) {
   fprintf(stderr, "rz-tcp: %s: %s\n", what, strerror(errno));
   exit(1);
@@ -56,32 +58,6 @@ static void on_alarm(int sig) {
   ssize_t n = write(2, msg, sizeof msg - 1);
   (void)n;
   _exit(124);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t parse_size(const char* s) {
-  char* end = NULL;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 0);
-  if (errno || end == s) usage();
-  uint64_t mul = 1;
-  if (*end == 'K' || *end == 'k') mul = 1ull << 10, end++;
-  else if (*end == 'M' || *end == 'm') mul = 1ull << 20, end++;
-  else if (*end == 'G' || *end == 'g') mul = 1ull << 30, end++;
-  if (*end || v > UINT64_MAX / mul) usage();
-  return (uint64_t)v * mul;
-}
-
-static double parse_secs(const char* s) {
-  char* end = NULL;
-  double v = strtod(s, &end);
-  if (end == s || *end || !(v >= 0) || v > 1e6) usage();
-  return v;
 }
 
 static unsigned short parse_port(const char* s) {
@@ -193,17 +169,23 @@ static void do_send(int fd, size_t len, double secs, uint64_t limit) {
   free(buf);
 }
 
+// read() that retries on EINTR and dies on any other error: > 0 bytes read,
+// 0 at the end of the stream.
+static ssize_t read_some(int fd, void* buf, size_t len) {
+  for (;;) {
+    ssize_t n = read(fd, buf, len);
+    if (n >= 0) return n;
+    if (errno != EINTR) die("read");
+  }
+}
+
 static void do_recv(int fd, size_t len) {
   char* buf = malloc(len);
   if (!buf) die("malloc");
   uint64_t got = 0;
   double t0 = 0;
   for (;;) {
-    ssize_t n = read(fd, buf, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      die("read");
-    }
+    ssize_t n = read_some(fd, buf, len);
     if (n == 0) break;
     if (got == 0) t0 = now();
     got += (uint64_t)n;
@@ -222,10 +204,7 @@ static void do_rr(int fd, double secs) {
     ssize_t n = send(fd, &c, 1, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n != 1) die("send");
-    do {
-      n = read(fd, &c, 1);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) die("read");
+    n = read_some(fd, &c, 1);
     if (n == 0) {
       fprintf(stderr, "rz-tcp: the echo side closed the connection\n");
       exit(1);
@@ -245,11 +224,7 @@ static void do_echo(int fd, size_t len) {
   uint64_t got = 0;
   double t0 = now();
   for (;;) {
-    ssize_t n = read(fd, buf, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      die("read");
-    }
+    ssize_t n = read_some(fd, buf, len);
     if (n == 0) break;
     got += (uint64_t)n;
     for (ssize_t off = 0; off < n;) {
