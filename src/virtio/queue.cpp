@@ -106,7 +106,7 @@ const char* to_string(QueueError e) {
 
 // --- DescriptorChain ---------------------------------------------------------
 
-void DescriptorChain::copy_header(const DescriptorChain& o) {
+void DescriptorChain::copy_all_but_spilled(const DescriptorChain& o) {
   head_ = o.head_;
   error_ = o.error_;
   num_readable_ = o.num_readable_;
@@ -118,14 +118,14 @@ void DescriptorChain::copy_header(const DescriptorChain& o) {
 
 DescriptorChain& DescriptorChain::operator=(const DescriptorChain& o) {
   if (this == &o) return *this;
-  copy_header(o);
+  copy_all_but_spilled(o);
   spilled_ = o.spilled_;
   return *this;
 }
 
 DescriptorChain& DescriptorChain::operator=(DescriptorChain&& o) noexcept {
   if (this == &o) return *this;
-  copy_header(o);
+  copy_all_but_spilled(o);
   spilled_ = std::move(o.spilled_);
   o.clear_buffers();
   return *this;

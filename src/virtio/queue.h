@@ -149,7 +149,7 @@ class DescriptorChain {
   // all to spilled_.
   static constexpr uint32_t kInlineBuffers = 8;
   void push_buffer(const Buffer& b);
-  void copy_header(const DescriptorChain& o);
+  void copy_all_but_spilled(const DescriptorChain& o);
   void clear_buffers();
   static_assert(std::is_trivially_copyable_v<Buffer> && std::is_trivially_destructible_v<Buffer>);
   Buffer* inline_data() { return std::launder(reinterpret_cast<Buffer*>(inline_)); }
